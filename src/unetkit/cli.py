@@ -1,0 +1,146 @@
+"""Command line: ``unetkit VERB ...``.  Parsing, progress bars and error reporting only.
+
+Every expected failure (bad file, illegal tile, wrong channel count...) ends in one line
+``unetkit: error: <file>: <problem>`` on stderr and exit status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__, geometry
+
+log = logging.getLogger("unetkit")
+
+
+class CLIError(Exception):
+    """An error to report in one line."""
+
+
+def _progress_bar(desc: str, unit: str = "tile"):
+    """A tqdm-backed ``progress(done, total)`` callback, and the bar to close."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=desc, unit=unit, dynamic_ncols=True, leave=False)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.reset(total=total)
+        bar.update(done - bar.n)
+
+    return update, bar
+
+
+def _device(name: str | None) -> str | None:
+    import torch
+
+    if name and name.startswith("cuda") and not torch.cuda.is_available():
+        raise CLIError(f"device {name!r} requested but CUDA is not available on this machine")
+    return name
+
+
+# --- verbs -------------------------------------------------------------------------------------
+
+def cmd_sizes(args: argparse.Namespace) -> int:
+    depth, padding = args.depth, args.padding
+    m = geometry.margin(depth, padding)
+    print(f"# {padding}-padded U-Net, depth {depth}: margin {m} px per side")
+    print(f"{'input':>6} {'output':>6} {'writes':>6}")
+    for s in geometry.legal_input_sizes(depth, args.max, padding):
+        stride = geometry.tile_stride(s, depth, padding)
+        note = "" if stride >= 2**depth else "  (too small to tile with)"
+        print(f"{s:6d} {geometry.output_size(s, depth, padding):6d} {stride:6d}{note}")
+    print("# 'writes': output pixels each tile contributes (a multiple of 2**depth, see docs)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .modelfile import read_model_meta
+
+    print(json.dumps(read_model_meta(args.model), indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .io import image_files
+    from .modelfile import load_model
+    from .predict import check_predict_args, predict_file
+
+    device = _device(args.device)
+    model = load_model(args.model, device=device or "cpu")
+    check_predict_args(model, args.tile, args.output)
+    files = [f for path in args.input for f in image_files(path)]
+    progress, bar = _progress_bar("predict")
+    try:
+        for f in files:
+            bar.set_description(f.name)
+            target = predict_file(model, f, args.out, output=args.output, tile=args.tile,
+                                  batch=args.batch, tta=args.tta, device=device,
+                                  overwrite=args.overwrite, progress=progress)
+            bar.write(f"{f} -> {target}")
+    finally:
+        bar.close()
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="unetkit",
+        description="The original U-Net: exact overlap-tile prediction, the paper's training, "
+        "the field's metrics.",
+    )
+    p.add_argument("--version", action="version", version=f"unetkit {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    s = sub.add_parser("predict", help="segment images with a trained model")
+    s.add_argument("--model", required=True, help="model file (.safetensors)")
+    s.add_argument("--input", required=True, nargs="+", help="image files, stacks or folders")
+    s.add_argument("--out", required=True, help="output folder (TIFF per input, same base name)")
+    s.add_argument("--tile", type=int, default=None,
+                   help="input tile edge (legal size, see `unetkit sizes`); default: automatic")
+    s.add_argument("--batch", type=int, default=1, help="tiles per forward pass")
+    s.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
+    s.add_argument("--output", default="labels", help="labels (class indices) or probabilities")
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("sizes", help="list legal input/output tile sizes")
+    s.add_argument("--depth", type=int, default=4)
+    s.add_argument("--padding", choices=("valid", "same"), default="valid")
+    s.add_argument("--max", type=int, default=1084, help="largest input size to list")
+    s.set_defaults(func=cmd_sizes)
+
+    s = sub.add_parser("info", help="print a model file's configuration")
+    s.add_argument("model")
+    s.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (CLIError, ValueError, FileNotFoundError) as exc:
+        print(f"unetkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("unetkit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `unetkit sizes | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

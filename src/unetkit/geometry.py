@@ -1,0 +1,275 @@
+"""Pure integer geometry of U-Nets: sizes, margins, legal tiles and tile plans (no torch).
+
+A valid-convolution U-Net of depth ``D`` maps an input of edge ``s`` to an output of edge
+``output_size(s, D)``: each level of the contracting path loses 4 px to its two 3x3 valid
+convolutions and halves the size (the size must be even there), each level of the expanding path
+doubles the size and loses 4 px again.  For the paper's depth 4: ``572 -> 388``, margin 92 px per
+side, legal input edges ``16 * b + 124`` (``b >= 4``).
+
+Why tiles sit on a ``2**D`` grid: max-pooling makes the network equivariant only to shifts that are
+multiples of ``2**D`` (16 for the paper network).  The output of every legal tile is ``4 (mod 16)``
+px wide (388 = 24 * 16 + 4), so tiles placed edge to edge at 388 px steps would each see a
+different pooling phase and disagree with whole-image inference.  We therefore place output tiles at
+multiples of ``stride = 2**D * floor(out / 2**D)`` (384 for the 572 tile) and write only ``stride``
+px of each: every pixel is then computed exactly as the whole (mirror-padded) image would compute
+it, and written exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from collections.abc import Iterator
+
+__all__ = [
+    "output_size",
+    "is_legal",
+    "margin",
+    "legal_input_sizes",
+    "nearest_legal_sizes",
+    "check_input_size",
+    "tile_stride",
+    "min_tile_size",
+    "min_legal_size",
+    "iter_level_sizes",
+    "Tile",
+    "plan_tiles",
+    "conv_flops",
+]
+
+CONVS_PER_LEVEL = 2  # two 3x3 convolutions per level (paper, Fig. 1)
+KERNEL = 3
+
+
+def _valid_output(size: int, depth: int) -> int | None:
+    """Output edge of a valid U-Net for input edge ``size``; None if some stage is illegal."""
+    shrink = CONVS_PER_LEVEL * (KERNEL - 1)  # 4 px lost by the two valid convs of a level
+    s = size
+    for _ in range(depth):  # contracting path
+        s -= shrink
+        if s < 2 or s % 2:  # every max-pool must see an even size
+            return None
+        s //= 2
+    s -= shrink  # bottom of the U
+    if s < 1:
+        return None
+    for _ in range(depth):  # expanding path: up-conv doubles, two convs shrink
+        s = 2 * s - shrink
+        if s < 1:
+            return None
+    return s
+
+
+def output_size(size: int, depth: int = 4, padding: str = "valid") -> int:
+    """Output edge for input edge ``size``. Raises ValueError naming the nearest legal sizes."""
+    check_input_size(size, depth, padding)
+    if padding == "same":
+        return size
+    out = _valid_output(size, depth)
+    assert out is not None
+    return out
+
+
+def is_legal(size: int, depth: int = 4, padding: str = "valid") -> bool:
+    """True when ``size`` is a legal input edge for a U-Net of this depth and padding."""
+    _check_depth(depth)
+    if padding == "same":
+        return size >= 2**depth and size % 2**depth == 0
+    if padding != "valid":
+        raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+    return _valid_output(size, depth) is not None
+
+
+def margin(depth: int = 4, padding: str = "valid") -> int:
+    """Context lost per side by a valid U-Net (92 px at depth 4); 0 for same padding."""
+    if padding == "same":
+        return 0
+    s = min_legal_size(depth)
+    return (s - output_size(s, depth)) // 2
+
+
+def min_legal_size(depth: int = 4, padding: str = "valid") -> int:
+    """Smallest legal input edge (188 at depth 4)."""
+    _check_depth(depth)
+    if padding == "same":
+        return 2**depth
+    s = 1
+    while not is_legal(s, depth):
+        s += 1
+    return s
+
+
+def legal_input_sizes(depth: int = 4, max_size: int = 1084, padding: str = "valid") -> list[int]:
+    """All legal input edges up to ``max_size``: 188, 204, ..., 572, ... at depth 4."""
+    first = min_legal_size(depth, padding)
+    step = 2**depth
+    return list(range(first, max_size + 1, step))
+
+
+def nearest_legal_sizes(size: int, depth: int = 4, padding: str = "valid") -> tuple[int | None, int]:
+    """The legal input edges just below (None if none) and just above ``size``.
+
+    A legal ``size`` is returned as both.
+    """
+    first = min_legal_size(depth, padding)
+    step = 2**depth
+    if size < first:
+        return (None, first)
+    lower = first + (size - first) // step * step
+    return (lower, lower) if lower == size else (lower, lower + step)
+
+
+def check_input_size(size: int, depth: int = 4, padding: str = "valid") -> None:
+    """Raise ValueError, naming the nearest legal edges, when ``size`` is not a legal input edge."""
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise ValueError(f"tile size must be an integer, got {size!r}")
+    if is_legal(size, depth, padding):
+        return
+    lower, upper = nearest_legal_sizes(size, depth, padding)
+    near = f"{lower} or {upper}" if lower is not None else f"{upper}"
+    rule = (
+        f"{2**depth} * b + {min_legal_size(depth) - 4 * 2**depth}"
+        if padding == "valid"
+        else f"a multiple of {2**depth}"
+    )
+    raise ValueError(
+        f"illegal input tile size {size} for a {padding}-padded U-Net of depth {depth} "
+        f"(legal sizes are {rule}); nearest legal sizes: {near}"
+    )
+
+
+def tile_stride(size: int, depth: int = 4, padding: str = "valid", halo: int = 0) -> int:
+    """Output pixels each tile writes: its output edge rounded down to a multiple of ``2**depth``.
+
+    For same-padded networks the tile loses ``halo`` px per side to overlap (see :func:`plan_tiles`).
+    """
+    out = output_size(size, depth, padding) - 2 * (halo if padding == "same" else 0)
+    return (out // 2**depth) * 2**depth
+
+
+def min_tile_size(depth: int = 4, padding: str = "valid", halo: int = 0) -> int:
+    """Smallest input tile that writes at least ``2**depth`` px per step (204 at depth 4)."""
+    for s in legal_input_sizes(depth, 1 << 16, padding):
+        if tile_stride(s, depth, padding, halo) >= 2**depth:
+            return s
+    raise ValueError(f"no legal tile for depth {depth} and halo {halo}")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a plan, in image coordinates (rows ``y``, columns ``x``).
+
+    The network reads the input window ``[in_y, in_y + size) x [in_x, in_x + size)`` (which may
+    reach beyond the image: that part is mirrored), and the pixels ``[y, y + h) x [x, x + w)`` of
+    the image are written from its output, starting at ``(off_y, off_x)`` of the output tile.
+    """
+
+    y: int
+    x: int
+    h: int
+    w: int
+    in_y: int
+    in_x: int
+    off_y: int
+    off_x: int
+
+
+def _axis_plan(n: int, stride: int, margin_: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """(start, length, input start, output offset) along one axis; starts are multiples of stride."""
+    plan = []
+    for start in range(0, n, stride):
+        length = min(stride, n - start)
+        plan.append((start, length, start - margin_ - halo, halo))
+    return plan
+
+
+def plan_tiles(
+    shape: tuple[int, int],
+    size: int,
+    depth: int = 4,
+    padding: str = "valid",
+    halo: int = 0,
+) -> list[Tile]:
+    """Cover an ``(H, W)`` image with tiles of input edge ``size``; every pixel written once.
+
+    Valid padding: output tiles start at multiples of ``tile_stride`` (a multiple of ``2**depth``),
+    the input window starts ``margin`` px before it.  Same padding: the input window also starts
+    ``halo`` px earlier and the first ``halo`` output px of each tile are discarded (tiles of a
+    same-padded network only approximate whole-image inference; a wider halo approximates better).
+    """
+    h_img, w_img = shape
+    if h_img < 1 or w_img < 1:
+        raise ValueError(f"image shape must be positive, got {shape}")
+    if padding == "same" and halo < 0:
+        raise ValueError(f"halo must be >= 0, got {halo}")
+    stride = tile_stride(size, depth, padding, halo)
+    if stride < 2**depth:
+        raise ValueError(
+            f"input tile {size} is too small to tile with (it writes {stride} px per step); "
+            f"use at least {min_tile_size(depth, padding, halo)}"
+        )
+    m = margin(depth, padding)
+    hh = halo if padding == "same" else 0
+    rows = _axis_plan(h_img, stride, m, hh)
+    cols = _axis_plan(w_img, stride, m, hh)
+    return [
+        Tile(y, x, h, w, iy, ix, oy, ox)
+        for (y, h, iy, oy) in rows
+        for (x, w, ix, ox) in cols
+    ]
+
+
+def iter_level_sizes(size: int, depth: int, padding: str = "valid") -> Iterator[tuple[str, int]]:
+    """Feature-map edges at each stage of the U, for FLOP and memory accounting."""
+    shrink = 4 if padding == "valid" else 0
+    one = 2 if padding == "valid" else 0
+    s = size
+    for lvl in range(depth):
+        yield (f"down{lvl}.conv1", s - one)
+        s -= shrink
+        yield (f"down{lvl}.conv2", s)
+        s //= 2
+    yield ("bottom.conv1", s - one)
+    s -= shrink
+    yield ("bottom.conv2", s)
+    for lvl in reversed(range(depth)):
+        s *= 2
+        yield (f"up{lvl}.upconv", s)
+        yield (f"up{lvl}.conv1", s - one)
+        s -= shrink
+        yield (f"up{lvl}.conv2", s)
+
+
+def conv_flops(
+    size: int,
+    depth: int = 4,
+    base_channels: int = 64,
+    in_channels: int = 1,
+    num_classes: int = 2,
+    padding: str = "valid",
+) -> int:
+    """Nominal multiply-add FLOPs (2 per MAC) of one forward pass on a ``size x size`` tile.
+
+    Counts every convolution, up-convolution and the 1x1 head; pooling, ReLU and copies are free.
+    """
+    check_input_size(size, depth, padding)
+    sizes = dict(iter_level_sizes(size, depth, padding))
+    ch = [base_channels * 2**lvl for lvl in range(depth + 1)]
+    macs = 0
+    for lvl in range(depth):
+        cin = in_channels if lvl == 0 else ch[lvl - 1]
+        macs += sizes[f"down{lvl}.conv1"] ** 2 * 9 * cin * ch[lvl]
+        macs += sizes[f"down{lvl}.conv2"] ** 2 * 9 * ch[lvl] * ch[lvl]
+    macs += sizes["bottom.conv1"] ** 2 * 9 * ch[depth - 1] * ch[depth]
+    macs += sizes["bottom.conv2"] ** 2 * 9 * ch[depth] * ch[depth]
+    for lvl in reversed(range(depth)):
+        # transposed 2x2 conv stride 2: every output pixel gets one input pixel x cin MACs
+        macs += sizes[f"up{lvl}.upconv"] ** 2 * ch[lvl + 1] * ch[lvl]
+        macs += sizes[f"up{lvl}.conv1"] ** 2 * 9 * 2 * ch[lvl] * ch[lvl]
+        macs += sizes[f"up{lvl}.conv2"] ** 2 * 9 * ch[lvl] * ch[lvl]
+    macs += sizes["up0.conv2"] ** 2 * ch[0] * num_classes
+    return 2 * macs
+
+
+def _check_depth(depth: int) -> None:
+    if not isinstance(depth, int) or depth < 1 or depth > 8:
+        raise ValueError(f"depth must be an integer from 1 to 8, got {depth!r}")

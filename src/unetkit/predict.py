@@ -1,0 +1,91 @@
+"""Predict image files: read, segment with overlap-tile inference, write TIFF outputs (no CLI here).
+
+Outputs are named after the input (``<out_dir>/<stem>.tif``).  A multi-page stack is predicted
+slice by slice and written as a stack with the same number of pages:
+
+- ``labels``: class indices (uint8, or uint16 beyond 255 classes), ``(H, W)`` or ``(N, H, W)``;
+- ``probabilities``: float32 softmax probabilities, ``(K, H, W)`` or ``(N, K, H, W)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from . import geometry
+from .io import read_stack, write_tiff
+from .tiling import predict_tiled
+
+__all__ = ["OUTPUT_KINDS", "check_predict_args", "predict_file", "output_path"]
+
+log = logging.getLogger(__name__)
+
+OUTPUT_KINDS = ("labels", "probabilities")
+
+
+def output_path(out_dir: str | os.PathLike, input_path: str | os.PathLike) -> Path:
+    return Path(out_dir) / f"{Path(input_path).stem}.tif"
+
+
+def check_predict_args(model: nn.Module, tile: int | None, output: str) -> None:
+    """Fail before any work: illegal tile for this model, unknown output kind."""
+    if output not in OUTPUT_KINDS:
+        raise ValueError(f"unknown output {output!r}; choose from {', '.join(OUTPUT_KINDS)}")
+    if tile is not None:
+        cfg = model.config
+        geometry.check_input_size(tile, cfg.depth, cfg.padding)
+        if geometry.tile_stride(tile, cfg.depth, cfg.padding) < 2**cfg.depth:
+            raise ValueError(
+                f"tile {tile} is too small to tile with; use at least "
+                f"{geometry.min_tile_size(cfg.depth, cfg.padding)}"
+            )
+
+
+def predict_file(
+    model: nn.Module,
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    output: str = "labels",
+    tile: int | None = None,
+    batch: int = 1,
+    tta: bool = False,
+    device: str | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Segment every slice of one image file and write ``<out_dir>/<stem>.tif``; return its path."""
+    check_predict_args(model, tile, output)
+    target = output_path(out_dir, path)
+    if target.exists() and not overwrite:
+        raise ValueError(f"{target}: output exists (use --overwrite to replace it)")
+    stack = read_stack(path)  # (N, C, H, W)
+    n, c = stack.shape[:2]
+    if c != model.config.in_channels:
+        raise ValueError(
+            f"{path}: image has {c} channel(s), the model expects {model.config.in_channels}"
+        )
+    results = []
+    for i in range(n):
+        try:
+            prob = predict_tiled(model, stack[i], tile_size=tile, batch_size=batch,
+                                 device=device, tta=tta, progress=progress)
+        except ValueError as exc:
+            where = f" (slice {i})" if n > 1 else ""
+            raise ValueError(f"{path}{where}: {exc}") from None
+        if output == "labels":
+            dtype = np.uint8 if prob.shape[0] <= 256 else np.uint16
+            results.append(prob.argmax(axis=0).astype(dtype))
+        else:
+            results.append(prob)
+    data = results[0] if n == 1 else np.stack(results)
+    axes = {("labels", 1): "YX", ("labels", 0): "QYX",
+            ("probabilities", 1): "CYX", ("probabilities", 0): "QCYX"}[(output, int(n == 1))]
+    write_tiff(target, data, axes=axes)
+    log.info("wrote %s", target)
+    return target
