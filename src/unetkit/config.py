@@ -1,0 +1,350 @@
+"""The whole training configuration: frozen dataclasses, YAML in/out, overrides, presets.
+
+Field defaults are the paper's values (PAPER.md); where the paper is silent the comment says
+what we chose and why. Two presets: ``paper`` (= ``Config()``, exactly the paper) and
+``default`` (a small model that trains usefully on a 2-core CPU in minutes).
+
+A YAML file lists the preset it starts from (``preset: paper|default``, default ``default``)
+and the keys it changes, by section::
+
+    preset: default
+    train: {lr: 0.0005, iterations: 500}
+    augment: {rotation: 0}
+
+Unknown keys are rejected with their dotted name; every value is type-checked and
+range-checked. ``--set train.lr=0.01`` style overrides go through :func:`apply_overrides`.
+This module imports nothing from the package (and no torch), so anyone may import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PRESETS = ("paper", "default")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    in_channels: int = 1  # gray-value microscopy (EM, phase contrast, DIC)
+    num_classes: int = 2  # paper: cell / background
+    depth: int = 4  # paper: 4 poolings (5 levels, 23 conv layers)
+    base_channels: int = 64  # paper: 64 -> 1024 channels
+    padding: Literal["valid", "same"] = "valid"  # paper: unpadded convolutions
+    dropout: float = 0.5  # paper: dropout at the end of the contracting path; rate not given
+    batch_norm: bool = False  # paper: none (it predates batch norm)
+
+    def __post_init__(self) -> None:
+        _require(self.in_channels >= 1, f"model.in_channels must be >= 1, got {self.in_channels}")
+        _require(self.num_classes >= 2, f"model.num_classes must be >= 2, got {self.num_classes}")
+        _require(self.depth >= 1, f"model.depth must be >= 1, got {self.depth}")
+        _require(
+            self.base_channels >= 1, f"model.base_channels must be >= 1, got {self.base_channels}"
+        )
+        _require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # how labels are read (unetkit.targets): binary 0/1|0/255, instance ids, or class indices
+    label_kind: Literal["auto", "binary", "instance", "classes"] = "auto"
+    ignore_value: int | None = None  # label value left out of the loss (e.g. 255); none by default
+    # image intensities -> float: "range" divides by the dtype's maximum (uint8: 255) so values
+    # lie in [0, 1]; "per_image" standardises each image (mean 0, std 1); "dataset" uses the
+    # training set's mean/std; "none" leaves values. Paper: not stated.
+    normalization: Literal["range", "per_image", "dataset", "none"] = "range"
+
+    def __post_init__(self) -> None:
+        _require(
+            self.ignore_value is None or self.ignore_value >= 0,
+            f"data.ignore_value must be >= 0 or null, got {self.ignore_value}",
+        )
+
+
+@dataclass(frozen=True)
+class WeightsConfig:
+    w0: float = 10.0  # paper Eq. 2
+    sigma: float = 5.0  # paper: "sigma ~ 5 pixels"
+    # w_c: "balanced" = N / (K * N_c) (paper: "balance the class frequencies"), "none" = 1,
+    # or one fixed weight per class
+    class_weights: str | tuple[float, ...] = "balanced"
+
+    def __post_init__(self) -> None:
+        _require(self.w0 >= 0, f"weights.w0 must be >= 0, got {self.w0}")
+        _require(self.sigma > 0, f"weights.sigma must be > 0, got {self.sigma}")
+        if isinstance(self.class_weights, str):
+            _require(
+                self.class_weights in ("balanced", "none"),
+                f"weights.class_weights must be 'balanced', 'none' or a list of numbers, "
+                f"got {self.class_weights!r}",
+            )
+        else:
+            for value in self.class_weights:
+                _require(value >= 0, f"weights.class_weights must be >= 0, got {value}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation magnitudes (unetkit.augment). A 0 / False switches that part off."""
+
+    elastic_grid: int = 3  # paper: random displacements on a coarse 3x3 grid over the tile
+    elastic_sigma: float = 10.0  # paper: Gaussian displacements, 10 px standard deviation
+    # rotation angle uniform in [-rotation, rotation] degrees; 180 = any angle (paper: rotation
+    # invariance; microscopy has no preferred orientation)
+    rotation: float = 180.0
+    # extra shift uniform in [-shift, shift] px per axis; the random tile position already
+    # shifts by whole pixels (paper: "shift"), so no extra sub-pixel shift by default
+    shift: float = 0.0
+    flip: bool = True  # mirror the tile (microscopy has no handedness)
+    rot90: bool = True  # exact multiples of 90 degrees (lossless, useful with rotation=0)
+    # gray values (paper: "gray value variations", magnitudes not given; ours are mild):
+    brightness: float = 0.1  # add U(-b, b) x the tile's intensity range
+    contrast: float = 0.2  # scale about the tile mean by U(1 - c, 1 + c)
+    gamma: float = 0.2  # gamma log-uniform in [1/(1+g), 1+g] on the tile's min-max range
+    noise: float = 0.0  # Gaussian noise, std = noise x the tile's intensity range; off
+
+    def __post_init__(self) -> None:
+        _require(
+            self.elastic_grid >= 2, f"augment.elastic_grid must be >= 2, got {self.elastic_grid}"
+        )
+        for name in ("elastic_sigma", "rotation", "shift", "brightness", "gamma", "noise"):
+            value = getattr(self, name)
+            _require(
+                value >= 0 and math.isfinite(value), f"augment.{name} must be >= 0, got {value}"
+            )
+        _require(self.rotation <= 180, f"augment.rotation must be <= 180, got {self.rotation}")
+        _require(0 <= self.contrast < 1, f"augment.contrast must be in [0, 1), got {self.contrast}")
+
+    @classmethod
+    def off(cls) -> AugmentConfig:
+        """Every augmentation switched off (the warp is then an exact mirrored crop)."""
+        return cls(
+            elastic_sigma=0.0, rotation=0.0, shift=0.0, flip=False, rot90=False,
+            brightness=0.0, contrast=0.0, gamma=0.0, noise=0.0,
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # input tile edge; at depth 4 with valid convs legal sizes are 16*b + 124 (paper: 572 -> 388)
+    tile_size: int = 572
+    batch_size: int = 1  # paper: one large tile per step
+    optimizer: Literal["sgd", "adam"] = "sgd"  # paper: SGD (Caffe)
+    # paper: not given. With momentum 0.99 the steady-state step is lr / (1 - momentum) = 100 lr,
+    # so lr = 1e-3 takes the same effective step as the common SGD lr 0.01 / momentum 0.9 on a
+    # per-pixel mean loss (unetkit.loss normalises by pixel count).
+    lr: float = 1e-3
+    momentum: float = 0.99  # paper; for adam it is beta1
+    weight_decay: float = 0.0  # paper: not mentioned
+    # lr over iterations: "constant" (paper: none given), "cosine" (to 0 at the last iteration),
+    # "poly" (lr * (1 - t/T)^0.9); after a linear warm-up over warmup_iterations
+    schedule: Literal["constant", "cosine", "poly"] = "constant"
+    warmup_iterations: int = 0
+    iterations: int = 20000  # paper: not given (10 hours on a Titan)
+    minutes: float | None = None  # wall-clock budget; stops at whichever limit comes first
+    val_interval: int = 500  # validate (overlap-tile inference) every n iterations
+    seed: int = 0  # one numpy Generator / torch seed for tiles, augmentation and init
+
+    def __post_init__(self) -> None:
+        _require(self.tile_size >= 1, f"train.tile_size must be >= 1, got {self.tile_size}")
+        _require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
+        _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        _require(0 <= self.momentum < 1, f"train.momentum must be in [0, 1), got {self.momentum}")
+        _require(
+            self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}"
+        )
+        _require(
+            self.warmup_iterations >= 0,
+            f"train.warmup_iterations must be >= 0, got {self.warmup_iterations}",
+        )
+        _require(self.iterations >= 1, f"train.iterations must be >= 1, got {self.iterations}")
+        _require(
+            self.minutes is None or self.minutes > 0,
+            f"train.minutes must be > 0 or null, got {self.minutes}",
+        )
+        _require(
+            self.val_interval >= 1, f"train.val_interval must be >= 1, got {self.val_interval}"
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    """All sections; ``Config()`` is the ``paper`` preset."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def preset(name: str) -> Config:
+    """``"paper"``: exactly the paper. ``"default"``: trains in minutes on a 2-core CPU."""
+    if name == "paper":
+        return Config()
+    if name == "default":
+        paper = Config()
+        return replace(
+            paper,
+            # 16 instead of 64 channels: ~16x fewer FLOPs (0.5 s instead of ~8 s per CPU step);
+            # depth 4 and valid convs kept, so the 92 px context and tiling are the paper's
+            model=replace(paper.model, base_channels=16),
+            train=replace(
+                paper.train,
+                # 316 = 16*12 + 124 -> 132 output: ~3.4x cheaper than 572 per step; smaller legal
+                # tiles waste most work on context (252 -> 68 output, 188 -> 4)
+                tile_size=316,
+                # short runs: warm up while the 0.99 momentum builds (~100 steps), then decay
+                schedule="cosine",
+                warmup_iterations=100,
+                iterations=2000,
+                minutes=15.0,
+                val_interval=200,
+            ),
+        )
+    raise ValueError(f"unknown preset {name!r}; choose one of {PRESETS}")
+
+
+# ---- dict / YAML -------------------------------------------------------------------------
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check one YAML value against a field's type hint; int -> float, list -> tuple."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        _require(value in typing.get_args(hint),
+                 f"{key} must be one of {list(typing.get_args(hint))}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(value, option, key)
+            except ValueError as err:
+                errors.append(str(err))
+        raise ValueError(f"{key}: invalid value {value!r} ({'; '.join(errors)})")
+    if hint is type(None):
+        _require(value is None, f"{key} must be null, got {value!r}")
+        return None
+    if origin is tuple:
+        _require(isinstance(value, (list, tuple)), f"{key} must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)[:1]
+        return tuple(_coerce(v, item, key) for v in value)
+    if hint is bool:
+        _require(isinstance(value, bool), f"{key} must be true/false, got {value!r}")
+        return value
+    if hint is int:
+        _require(isinstance(value, int) and not isinstance(value, bool),
+                 f"{key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"{key} must be a number, got {value!r}") from None
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool),
+                 f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        _require(isinstance(value, str), f"{key} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported type {hint!r} for {key}")  # internal: a new field type
+
+
+def _section(cls: type, base: Any, values: Any, prefix: str) -> Any:
+    if values is None:
+        return base
+    _require(isinstance(values, dict), f"{prefix} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    changes = {}
+    for key, value in values.items():
+        dotted = f"{prefix}.{key}"
+        if key not in names:
+            raise ValueError(f"unknown key {dotted!r}")
+        changes[key] = _coerce(value, hints[key], dotted)
+    return replace(base, **changes)
+
+
+def from_dict(data: dict[str, Any] | None, base: Config | None = None) -> Config:
+    """Nested dict (YAML layout) -> :class:`Config`, starting from ``base`` or the dict's preset.
+
+    Raises ``ValueError`` naming unknown keys (``unknown key 'train.lrr'``) and bad values.
+    """
+    data = dict(data or {})
+    name = data.pop("preset", "default")
+    if base is None:
+        base = preset(name)
+    changes = {}
+    sections = {f.name: f for f in fields(Config)}
+    hints = typing.get_type_hints(Config)
+    for key, values in data.items():
+        if key not in sections:
+            raise ValueError(f"unknown key {key!r}")
+        changes[key] = _section(hints[key], getattr(base, key), values, key)
+    return replace(base, **changes)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """:class:`Config` -> plain nested dict (tuples become lists) for YAML."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        return value
+
+    out = {}
+    for section in fields(cfg):
+        values = dataclasses.asdict(getattr(cfg, section.name))
+        out[section.name] = {key: plain(value) for key, value in values.items()}
+    return out
+
+
+def dump(cfg: Config) -> str:
+    """:class:`Config` -> YAML text with every key (loads back to an equal config)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(dump(cfg))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML config (see the module docstring); errors name the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+        if data is not None and not isinstance(data, dict):
+            raise ValueError(f"top level must be a mapping, got {type(data).__name__}")
+        return from_dict(data)
+    except (ValueError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """Apply ``section.key=value`` strings; values are parsed as YAML (``null``, ``[1, 2]``...)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        section, dot, name = key.partition(".")
+        _require(bool(sep and dot and section and name),
+                 f"override must look like section.key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"override {item!r}: {err}") from None
+        cfg = from_dict({section: {name: value}}, base=cfg)
+    return cfg

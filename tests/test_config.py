@@ -1,0 +1,140 @@
+"""Config: presets, YAML round trip, unknown keys, value checks, overrides."""
+
+import dataclasses
+import re
+
+import pytest
+import yaml
+
+from unetkit.config import (
+    AugmentConfig,
+    Config,
+    ModelConfig,
+    apply_overrides,
+    dump,
+    from_dict,
+    load_config,
+    preset,
+    save_config,
+)
+
+
+def legal_tile(size: int, depth: int) -> bool:
+    """Valid-conv U-Net: every pooling sees an even size, every conv a positive one."""
+    for _ in range(depth):
+        size -= 4
+        if size <= 0 or size % 2:
+            return False
+        size //= 2
+    size -= 4
+    for _ in range(depth):
+        size = 2 * size - 4
+    return size > 0
+
+
+def test_paper_preset_is_the_paper():
+    cfg = preset("paper")
+    assert cfg == Config()
+    assert (cfg.model.base_channels, cfg.model.depth, cfg.model.padding) == (64, 4, "valid")
+    assert cfg.model.batch_norm is False and cfg.model.dropout == 0.5
+    assert (cfg.train.tile_size, cfg.train.batch_size) == (572, 1)
+    assert (cfg.train.optimizer, cfg.train.momentum) == ("sgd", 0.99)
+    assert (cfg.weights.w0, cfg.weights.sigma) == (10.0, 5.0)
+    assert (cfg.augment.elastic_grid, cfg.augment.elastic_sigma) == (3, 10.0)
+
+
+def test_default_preset_is_small_and_legal():
+    paper, cfg = preset("paper"), preset("default")
+    assert cfg.model.base_channels < paper.model.base_channels
+    assert cfg.train.tile_size < paper.train.tile_size
+    assert cfg.model.depth == paper.model.depth and cfg.model.padding == "valid"
+    for c in (paper, cfg):
+        assert legal_tile(c.train.tile_size, c.model.depth)
+        assert (c.train.tile_size - 124) % 16 == 0
+    assert cfg.train.minutes is not None
+    assert cfg.weights == paper.weights and cfg.augment == paper.augment
+    with pytest.raises(ValueError, match="'fast'"):
+        preset("fast")
+
+
+@pytest.mark.parametrize("name", ["paper", "default"])
+def test_yaml_round_trip(tmp_path, name):
+    overrides = ["weights.class_weights=[1, 10.5]", "data.ignore_value=255"]
+    cfg = apply_overrides(preset(name), overrides)
+    path = tmp_path / "cfg.yaml"
+    save_config(cfg, path)
+    assert load_config(path) == cfg
+    assert from_dict(yaml.safe_load(dump(cfg))) == cfg
+    assert cfg.weights.class_weights == (1.0, 10.5)
+
+
+def test_partial_file_starts_from_its_preset(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("preset: paper\ntrain:\n  lr: 1e-4\n  iterations: 50\n")
+    cfg = load_config(path)
+    assert cfg.train.lr == 1e-4 and cfg.train.iterations == 50
+    assert cfg.model == ModelConfig()
+    path.write_text("augment: {rotation: 0}\n")
+    cfg = load_config(path)
+    assert cfg.model == preset("default").model and cfg.augment.rotation == 0.0
+    path.write_text("")
+    assert load_config(path) == preset("default")
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"train": {"lrr": 0.1}}, "unknown key 'train.lrr'"),
+        ({"trian": {"lr": 0.1}}, "unknown key 'trian'"),
+        ({"weights": {"sigma": -1}}, "sigma must be > 0, got -1"),
+        ({"model": {"padding": "same-ish"}}, "same-ish"),
+        ({"model": {"depth": 4.5}}, "model.depth must be an integer, got 4.5"),
+        ({"model": {"batch_norm": "yes"}}, "model.batch_norm"),
+        ({"train": {"lr": "fast"}}, "'fast'"),
+        ({"augment": {"contrast": 1.5}}, "contrast"),
+        ({"weights": {"class_weights": "inverse"}}, "inverse"),
+        ({"train": 3}, "train must be a mapping"),
+        ({"preset": "huge"}, "huge"),
+    ],
+)
+def test_bad_values_are_named(data, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        from_dict(data)
+
+
+def test_load_config_names_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train: {lrr: 1}\n")
+    with pytest.raises(ValueError, match=r"broken\.yaml.*train\.lrr"):
+        load_config(path)
+    path.write_text("- a list\n")
+    with pytest.raises(ValueError, match="mapping"):
+        load_config(path)
+
+
+def test_overrides_use_yaml_typing():
+    cfg = apply_overrides(
+        Config(),
+        ["train.lr=0.01", "train.minutes=null", "augment.flip=false", "model.base_channels=8",
+         "train.optimizer=adam", "train.lr=5e-4"],
+    )
+    assert cfg.train.lr == 5e-4 and cfg.train.minutes is None
+    assert cfg.augment.flip is False and cfg.model.base_channels == 8
+    assert cfg.train.optimizer == "adam"
+    assert isinstance(apply_overrides(cfg, ["weights.w0=3"]).weights.w0, float)
+    with pytest.raises(ValueError, match=r"unknown key 'train\.lrr'"):
+        apply_overrides(cfg, ["train.lrr=1"])
+    with pytest.raises(ValueError, match=r"section\.key=value"):
+        apply_overrides(cfg, ["lr=1"])
+    with pytest.raises(ValueError, match="must be > 0"):
+        apply_overrides(cfg, ["weights.sigma=0"])
+
+
+def test_configs_are_frozen_and_checked_directly():
+    cfg = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.lr = 1.0
+    with pytest.raises(ValueError, match="momentum"):
+        dataclasses.replace(cfg.train, momentum=1.0)
+    off = AugmentConfig.off()
+    assert off.elastic_sigma == 0 and not off.flip and off.rotation == 0
