@@ -1,0 +1,534 @@
+"""Synthetic fluorescence microscopy with exact instance labels; numpy/scipy only, no torch.
+
+The project ships no data, so tests and ``unetkit demo`` draw their images here, deterministically
+from a seed. An image is made in four steps:
+
+1. **Place** star-convex objects (ellipses with random axes and orientation whose outline is
+   perturbed by low-frequency radial harmonics). Some are lone, many are grown in clusters whose
+   members are set closer than the sum of their radii in that direction, so they overlap a little.
+2. **Paint** the labels, one local bounding box per object (never a full-image array per object).
+   A pixel covered by several objects goes to the one whose outline it is deepest inside
+   (smallest ``distance / radius(angle)``), so clustered neighbours *share a boundary* without
+   overlapping: a plain threshold would merge them, which is what the U-Net's border weights are for.
+   Each object is kept as its largest 4-connected piece; objects cut below ``min_area`` are dropped.
+3. **Render** the ideal signal from the labels: per-object brightness, a dome profile dimming
+   towards the outline, fine and coarse texture, bright spots (chromocentres / granules), and for
+   ``kind="cells"`` a dimmer nucleus-shaped core (a cytoplasm stain).
+4. **Image** it: Gaussian PSF blur, out-of-focus haze, autofluorescence, uneven illumination
+   (vignetting, a linear gradient, a smooth random field), Poisson shot noise, Gaussian read noise,
+   camera offset and quantisation to uint8 or uint16.
+
+The labels are the truth before blur and noise. Shapes: ``image`` and ``instances`` are both
+``(H, W)``; ``instances`` is uint16 (uint32 if more than 65535 objects) with 0 = background and
+objects numbered 1..N consecutively.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from scipy import ndimage
+
+logger = logging.getLogger(__name__)
+
+_N_ANGLES = 64  # samples of each outline's radius function; harmonics go up to 6, so 64 is ample
+_HARMONICS = np.arange(2, 7)
+_MAX_FAILURES = 300  # consecutive failed placements before an image counts as full
+
+
+def _check_range(name: str, value: float, lo: float, hi: float) -> None:
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CellParams:
+    """How synthetic objects and the image are drawn. Start from ``PRESETS[kind]``.
+
+    Brightness values are relative to the mean object brightness (1.0).
+    """
+
+    radius_range: tuple[float, float] = (8.0, 20.0)  # equivalent radius sqrt(a*b) in px, uniform
+    max_aspect: float = 1.6  # major/minor axis ratio drawn uniformly from [1, max_aspect]
+    irregularity: float = 0.06  # std of the radial harmonics 2..6 (relative to the radius)
+    coverage: float = 0.3  # fraction of the image area to cover when n_cells is not given
+    cluster_fraction: float = 0.25  # chance that a new group is a cluster rather than a lone object
+    mean_cluster_size: float = 3.0  # clusters have 2 + Poisson(mean - 2) members
+    gap: float = 3.0  # least distance in px between objects that are not meant to touch
+    min_area: int = 30  # objects cut smaller than this (by neighbours or the border) are dropped
+    intensity_cv: float = 0.35  # per-object brightness: lognormal sigma (cell cycle, staining)
+    edge_level: float = 0.6  # brightness at the outline relative to the centre (dome profile)
+    nucleus_dim: float = 0.0  # dimming of a central nucleus-shaped core (cytoplasm stains)
+    texture: float = 0.25  # std of the internal texture (chromatin / granularity)
+    spot_density: float = 0.002  # bright spots per px of image area
+    background: float = 0.1  # autofluorescence
+    haze: float = 0.15  # out-of-focus glow: fraction of a widely blurred copy of the signal
+    vignetting: float = 0.4  # relative darkening at the corners
+    gradient: float = 0.4  # relative linear illumination change across the image
+    blur_sigma: float = 1.2  # Gaussian PSF sigma in px
+    photons: float = 120.0  # expected photon count of a mean object at full illumination
+    read_noise: float = 3.0  # camera read noise, in photons
+    dtype: str = "uint8"  # "uint8" or "uint16"
+
+    def __post_init__(self) -> None:
+        lo, hi = self.radius_range
+        if not 1.0 <= lo <= hi:
+            raise ValueError(f"radius_range must satisfy 1 <= min <= max, got {self.radius_range}")
+        _check_range("max_aspect", self.max_aspect, 1.0, 4.0)
+        _check_range("irregularity", self.irregularity, 0.0, 0.3)
+        _check_range("coverage", self.coverage, 1e-6, 0.9)
+        _check_range("cluster_fraction", self.cluster_fraction, 0.0, 1.0)
+        _check_range("mean_cluster_size", self.mean_cluster_size, 2.0, 100.0)
+        _check_range("edge_level", self.edge_level, 0.0, 1.0)
+        _check_range("nucleus_dim", self.nucleus_dim, 0.0, 1.0)
+        _check_range("photons", self.photons, 1e-3, 1e7)
+        for name in ("gap", "min_area", "intensity_cv", "texture", "spot_density", "background",
+                     "haze", "vignetting", "gradient", "blur_sigma", "read_noise"):
+            _check_range(name, getattr(self, name), 0.0, 1e6)
+        if self.vignetting >= 1 or self.gradient >= 1:
+            raise ValueError(f"vignetting and gradient must be < 1, got {self.vignetting}, "
+                             f"{self.gradient}")
+        if self.dtype not in ("uint8", "uint16"):
+            raise ValueError(f"dtype must be 'uint8' or 'uint16', got {self.dtype!r}")
+
+
+PRESETS: dict[str, CellParams] = {
+    # Stained nuclei (DAPI/Hoechst-like): compact, fairly regular, speckled chromatin.
+    "nuclei": CellParams(),
+    # Cytoplasm-stained cells in a dense monolayer: larger, irregular, mostly touching.
+    "cells": CellParams(radius_range=(12.0, 30.0), max_aspect=2.0, irregularity=0.12,
+                        coverage=0.45, cluster_fraction=0.6, mean_cluster_size=6.0,
+                        edge_level=0.45, nucleus_dim=0.45, texture=0.3, spot_density=0.004),
+}
+
+
+def _as_rng(rng: np.random.Generator | int) -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng >= 0:
+        return np.random.default_rng(int(rng))
+    raise ValueError(f"rng must be a numpy Generator or a non-negative int seed, got {rng!r}")
+
+
+def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    if len(shape) != 2 or any(int(s) != s or s < 16 for s in shape):
+        raise ValueError(f"shape must be two integers >= 16, got {shape!r}")
+    return int(shape[0]), int(shape[1])
+
+
+def resolve_params(kind: str = "nuclei", **overrides) -> CellParams:
+    """``PRESETS[kind]`` with ``overrides`` applied; unknown kinds or fields raise ValueError."""
+    if kind not in PRESETS:
+        raise ValueError(f"kind must be one of {sorted(PRESETS)}, got {kind!r}")
+    fields = {f.name for f in dataclasses.fields(CellParams)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown synthetic parameter(s) {unknown}; known: {sorted(fields)}")
+    return dataclasses.replace(PRESETS[kind], **overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. placement
+# ---------------------------------------------------------------------------------------------
+
+
+def _draw_outline(rng: np.random.Generator, p: CellParams) -> np.ndarray:
+    """Radius in px at angles ``2*pi*i/_N_ANGLES`` (angle measured from the +x axis): (A,)."""
+    angles = np.linspace(0.0, 2 * np.pi, _N_ANGLES, endpoint=False)
+    r_eq = rng.uniform(*p.radius_range)
+    aspect = rng.uniform(1.0, p.max_aspect)
+    a, b = r_eq * np.sqrt(aspect), r_eq / np.sqrt(aspect)
+    phi = angles - rng.uniform(0.0, np.pi)
+    ellipse = a * b / np.sqrt((b * np.cos(phi)) ** 2 + (a * np.sin(phi)) ** 2)
+    amp = rng.normal(0.0, p.irregularity, _HARMONICS.size) * 2.0 / _HARMONICS  # smooth: 1/k decay
+    phase = rng.uniform(0.0, 2 * np.pi, _HARMONICS.size)
+    wobble = 1.0 + (amp[:, None] * np.cos(_HARMONICS[:, None] * angles + phase[:, None])).sum(0)
+    return ellipse * np.clip(wobble, 0.7, 1.3)
+
+
+def _radius_at(tables: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Linear interpolation of outline radii: tables (..., A) at angles theta (...) -> (...)."""
+    pos = np.mod(theta, 2 * np.pi) * (_N_ANGLES / (2 * np.pi))
+    i0 = np.floor(pos).astype(np.intp) % _N_ANGLES
+    w = pos - np.floor(pos)
+    r0 = np.take_along_axis(tables, i0[..., None], -1)[..., 0]
+    r1 = np.take_along_axis(tables, ((i0 + 1) % _N_ANGLES)[..., None], -1)[..., 0]
+    return r0 * (1 - w) + r1 * w
+
+
+class _Placer:
+    """Centres and outlines placed so far, with a grid hash for neighbour queries."""
+
+    def __init__(self, shape: tuple[int, int], p: CellParams):
+        self.shape, self.p = shape, p
+        self.centres: list[tuple[float, float]] = []
+        self.tables: list[np.ndarray] = []
+        self.area = 0.0
+        # Largest possible radius (ellipse major axis x wobble) bounds the interaction distance.
+        r_bound = p.radius_range[1] * np.sqrt(p.max_aspect) * 1.3
+        self.cell = 2 * r_bound + p.gap + 1
+        self.grid: dict[tuple[int, int], list[int]] = defaultdict(list)
+
+    def fits(self, c: np.ndarray, table: np.ndarray, factor: float, gap: float, skip: int = -1):
+        """True if for every neighbour i: dist >= factor * (r_i + r_new) + gap, radii facing."""
+        gy, gx = int(c[0] // self.cell), int(c[1] // self.cell)
+        near = [i for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                for i in self.grid.get((gy + dy, gx + dx), ()) if i != skip]
+        if not near:
+            return True
+        d = np.asarray([self.centres[i] for i in near]) - c  # (n, 2): new centre -> neighbour
+        theta = np.arctan2(d[:, 0], d[:, 1])
+        r_new = _radius_at(np.broadcast_to(table, (len(near), _N_ANGLES)), theta)
+        r_old = _radius_at(np.stack([self.tables[i] for i in near]), theta + np.pi)
+        return bool(np.all(np.hypot(d[:, 0], d[:, 1]) >= factor * (r_new + r_old) + gap))
+
+    def add(self, c: np.ndarray, table: np.ndarray) -> int:
+        self.centres.append((float(c[0]), float(c[1])))
+        self.tables.append(table)
+        self.grid[(int(c[0] // self.cell), int(c[1] // self.cell))].append(len(self.centres) - 1)
+        self.area += 0.5 * np.mean(table**2) * 2 * np.pi
+        return len(self.centres) - 1
+
+
+def _try_lone(placer: _Placer, rng: np.random.Generator) -> int | None:
+    c = rng.uniform((0.0, 0.0), placer.shape)
+    table = _draw_outline(rng, placer.p)
+    if placer.fits(c, table, 1.0, placer.p.gap):
+        return placer.add(c, table)
+    return None
+
+
+def _try_neighbour(placer: _Placer, parent: int, rng: np.random.Generator) -> int | None:
+    """Put a new object against ``parent``, overlapping it by 5-20 % of the summed radii."""
+    table = _draw_outline(rng, placer.p)
+    theta = rng.uniform(0.0, 2 * np.pi)
+    reach = (_radius_at(placer.tables[parent], np.asarray(theta))
+             + _radius_at(table, np.asarray(theta + np.pi)))
+    dist = min(rng.uniform(0.8, 0.95) * reach, reach - 2.0)  # >= 2 px overlap: a shared border
+    c = np.asarray(placer.centres[parent]) + dist * np.array([np.sin(theta), np.cos(theta)])
+    inside = 0 <= c[0] < placer.shape[0] and 0 <= c[1] < placer.shape[1]
+    if inside and placer.fits(c, table, 0.8, 0.0, skip=parent):
+        return placer.add(c, table)
+    return None
+
+
+def _place(shape: tuple[int, int], p: CellParams, rng: np.random.Generator,
+           n_cells: int | None) -> _Placer:
+    placer = _Placer(shape, p)
+    target_n = n_cells if n_cells is not None else np.inf
+    target_area = np.inf if n_cells is not None else p.coverage * shape[0] * shape[1]
+    failures = 0
+    while len(placer.centres) < target_n and placer.area < target_area:
+        if failures >= _MAX_FAILURES:
+            if n_cells is not None:
+                logger.warning("only %d of n_cells=%d objects fit in %s", len(placer.centres),
+                               n_cells, shape)
+            break
+        seed = _try_lone(placer, rng)
+        if seed is None:
+            failures += 1
+            continue
+        failures = 0
+        if rng.random() < p.cluster_fraction:
+            members = [seed]
+            size = 2 + rng.poisson(p.mean_cluster_size - 2)
+            for _ in range(10 * size):
+                if len(members) >= size or len(placer.centres) >= target_n:
+                    break
+                new = _try_neighbour(placer, members[rng.integers(len(members))], rng)
+                if new is not None:
+                    members.append(new)
+    return placer
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. labels
+# ---------------------------------------------------------------------------------------------
+
+
+def _paint(placer: _Placer) -> tuple[np.ndarray, np.ndarray]:
+    """-> labels (H, W) int32 (object k+1 = placed object k) and depth s = dist / radius (H, W)."""
+    h, w = placer.shape
+    labels = np.zeros((h, w), np.int32)
+    depth = np.full((h, w), np.inf, np.float32)
+    for k, ((cy, cx), table) in enumerate(zip(placer.centres, placer.tables, strict=True), start=1):
+        r = float(table.max())
+        y0, y1 = max(int(cy - r), 0), min(int(cy + r) + 2, h)
+        x0, x1 = max(int(cx - r), 0), min(int(cx + r) + 2, w)
+        yy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)  # (h_k, 1)
+        xx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)  # (1, w_k)
+        theta = np.arctan2(yy, xx)  # (h_k, w_k)
+        s = np.hypot(yy, xx) / _radius_at(np.broadcast_to(table, theta.shape + table.shape),
+                                          theta).astype(np.float32)
+        box_l, box_d = labels[y0:y1, x0:x1], depth[y0:y1, x0:x1]  # views
+        win = (s < 1) & (s < box_d)
+        box_l[win] = k
+        box_d[win] = s[win]
+    return labels, depth
+
+
+def _clean(labels: np.ndarray, depth: np.ndarray, min_area: int) -> np.ndarray:
+    """Keep each object's largest 4-connected piece, drop small ones, number 1..N in place order.
+
+    (H, W) int32 -> (H, W) uint16, or uint32 beyond 65535 objects. ``depth`` is set to inf
+    wherever a pixel returns to background.
+    """
+    slices = ndimage.find_objects(labels)
+    keep = np.zeros(len(slices) + 1, bool)
+    for k, sl in enumerate(slices, start=1):
+        if sl is None:
+            continue
+        box_l, box_d = labels[sl], depth[sl]
+        mask = box_l == k
+        pieces, n = ndimage.label(mask)  # default structure: 4-connectivity
+        if n > 1:
+            largest = 1 + int(np.argmax(np.bincount(pieces.ravel())[1:]))
+            mask &= pieces == largest
+            stray = (pieces > 0) & ~mask
+            box_l[stray], box_d[stray] = 0, np.inf
+        if mask.sum() >= min_area:
+            keep[k] = True
+        else:
+            box_l[mask], box_d[mask] = 0, np.inf
+    n_kept = int(keep.sum())
+    lut = np.zeros(keep.size, np.uint16 if n_kept <= np.iinfo(np.uint16).max else np.uint32)
+    lut[keep] = np.arange(1, n_kept + 1)
+    return lut[labels]
+
+
+# ---------------------------------------------------------------------------------------------
+# 3.-4. image formation
+# ---------------------------------------------------------------------------------------------
+
+
+def _smooth_noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """White noise blurred to correlation length ``sigma`` px, std 1: (H, W) float32."""
+    field = ndimage.gaussian_filter(rng.standard_normal(shape, np.float32), sigma)
+    field /= np.float32(1.0 / (2 * np.sqrt(np.pi) * sigma))  # std of blurred unit white noise
+    return field
+
+
+def _resample(small: np.ndarray, shape: tuple[int, int], step: int | None = None) -> np.ndarray:
+    """Smooth (h, w) field -> (H, W) float32, bilinear; sample i sits at pixel i * step, or the
+    samples span the whole image if ``step`` is None."""
+    if step is None:
+        ys = np.linspace(0, small.shape[0] - 1, shape[0], dtype=np.float32)
+        xs = np.linspace(0, small.shape[1] - 1, shape[1], dtype=np.float32)
+    else:
+        ys = np.minimum(np.arange(shape[0], dtype=np.float32) / step, small.shape[0] - 1)
+        xs = np.minimum(np.arange(shape[1], dtype=np.float32) / step, small.shape[1] - 1)
+    rows = np.stack([np.interp(xs, np.arange(small.shape[1]), row) for row in small])  # (h, W)
+    out = np.empty(shape, np.float32)
+    i0 = np.minimum(ys.astype(np.intp), small.shape[0] - 2)
+    w = (ys - i0)[:, None]
+    out[:] = rows[i0] * (1 - w) + rows[i0 + 1] * w
+    return out
+
+
+def _signal(labels: np.ndarray, depth: np.ndarray, p: CellParams,
+            rng: np.random.Generator) -> np.ndarray:
+    """Ideal in-focus fluorophore density from the labels: (H, W) -> (H, W) float32."""
+    n = int(labels.max())
+    sigma = p.intensity_cv
+    brightness = rng.lognormal(-0.5 * sigma**2, sigma, n + 1).astype(np.float32)  # mean 1
+    brightness[0] = 0.0
+    s = np.minimum(depth, np.float32(1.0))
+    profile = p.edge_level + (1 - p.edge_level) * np.sqrt(1 - s * s)  # dome: dim at the outline
+    if p.nucleus_dim:  # a nucleus-shaped core at ~45 % of the cell's radius, soft edge
+        profile *= 1 - p.nucleus_dim / (1 + np.exp((s - np.float32(0.45)) / np.float32(0.04)))
+    texture = _smooth_noise(labels.shape, 1.0, rng)
+    texture *= np.float32(p.texture)
+    texture += _smooth_noise(labels.shape, 4.0, rng) * np.float32(0.6 * p.texture)
+    texture += 1
+    np.clip(texture, 0.1, None, out=texture)
+    texture += _spots(labels.shape, p.spot_density, rng)
+    signal = brightness[labels]
+    signal *= profile
+    signal *= texture
+    return signal
+
+
+def _spots(shape: tuple[int, int], density: float, rng: np.random.Generator) -> np.ndarray:
+    """Small bright blobs (chromocentres, granules) of peak ~0.6-1.2: (H, W) float32."""
+    n = rng.poisson(density * shape[0] * shape[1])
+    deltas = np.zeros(shape, np.float32)
+    ys, xs = rng.integers(0, shape[0], n), rng.integers(0, shape[1], n)
+    np.add.at(deltas, (ys, xs), rng.uniform(0.6, 1.2, n).astype(np.float32))
+    sigma = 1.0
+    return ndimage.gaussian_filter(deltas, sigma) * np.float32(2 * np.pi * sigma**2)
+
+
+def _illumination(shape: tuple[int, int], p: CellParams, rng: np.random.Generator) -> np.ndarray:
+    """Smooth excitation field, mean about 1: vignetting x gradient x random ripple: (H, W)."""
+    h, w = shape
+    half = max(h, w) / 2
+    y = (np.arange(h, dtype=np.float32) - h / 2) / half  # (H,) in about [-1, 1]
+    x = (np.arange(w, dtype=np.float32) - w / 2) / half
+    cy, cx = rng.uniform(-0.3, 0.3, 2)  # the optical axis is rarely the image centre
+    r2 = ((y - cy) ** 2)[:, None] + ((x - cx) ** 2)[None, :]
+    field = 1 - np.float32(p.vignetting / 2) * r2  # corners (r2 ~ 2) lose `vignetting`
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = (np.sin(angle) * y)[:, None] + (np.cos(angle) * x)[None, :]
+    field *= 1 + np.float32(p.gradient / 2) * ramp.astype(np.float32)
+    field *= 1 + 0.05 * _resample(rng.standard_normal((4, 4)), shape)
+    return field
+
+
+def _haze(signal: np.ndarray, p: CellParams) -> np.ndarray:
+    """Out-of-focus light: the signal blurred by ~16 px, computed at 1/8 resolution: (H, W)."""
+    if not p.haze:
+        return np.zeros_like(signal)
+    small = signal[::8, ::8]
+    small = ndimage.gaussian_filter(small.astype(np.float64), 2.0, mode="reflect")
+    return _resample(small * p.haze, signal.shape, step=8)
+
+
+def _expose(expected: np.ndarray, p: CellParams, rng: np.random.Generator) -> np.ndarray:
+    """Photon counts -> camera values: shot + read noise, offset, gain, clip. (H, W) -> (H, W)."""
+    dtype = np.dtype(p.dtype)
+    top = float(np.iinfo(dtype).max)
+    peak = float(np.percentile(expected[::4, ::4], 99.9))  # of the noise-free image: deterministic
+    counts = rng.poisson(expected).astype(np.float32)
+    counts += rng.standard_normal(expected.shape, np.float32) * np.float32(p.read_noise)
+    counts *= np.float32(0.85 * top / max(peak, 1e-6))  # gain: bright objects at 85 % of range
+    counts += np.float32(0.02 * top)  # camera offset keeps the noise floor off zero
+    np.clip(np.rint(counts, out=counts), 0, top, out=counts)
+    return counts.astype(dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------------------------
+
+
+def make_cells(shape: tuple[int, int] = (512, 512), rng: np.random.Generator | int = 0, *,
+               kind: str = "nuclei", n_cells: int | None = None,
+               params: CellParams | None = None, **overrides) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic fluorescence image and its exact instance labels.
+
+    Args:
+        shape: (H, W) in px, each >= 16. 4096 x 4096 takes a few seconds.
+        rng: a numpy Generator, or an int seed; the same seed gives identical arrays.
+        kind: "nuclei" (compact, speckled, about half touching) or "cells" (larger, irregular,
+            cytoplasm stain with a dim nucleus, mostly touching); picks ``PRESETS[kind]``.
+        n_cells: number of objects to place; None fills ``coverage`` of the image instead.
+            Objects that cannot fit, or that end up under ``min_area``, are left out (logged).
+        params: full parameters, instead of ``kind`` and ``overrides``.
+        **overrides: any :class:`CellParams` field, e.g. ``radius_range=(5, 10)``,
+            ``dtype="uint16"``, ``blur_sigma=2``.
+
+    Returns:
+        image (H, W) uint8 or uint16, and instances (H, W) uint16 (uint32 beyond 65535 objects):
+        0 = background, objects 1..N, each one 4-connected piece; neighbours in a cluster share
+        a boundary. ``touching_fraction(instances)`` tells how many touch.
+    """
+    h, w = _check_shape(shape)
+    if n_cells is not None and (int(n_cells) != n_cells or n_cells < 1):
+        raise ValueError(f"n_cells must be a positive integer or None, got {n_cells!r}")
+    p = params if params is not None else resolve_params(kind, **overrides)
+    gen = _as_rng(rng)
+    placer = _place((h, w), p, gen, n_cells)
+    labels, depth = _paint(placer)
+    instances = _clean(labels, depth, p.min_area)
+    del labels
+    signal = _signal(instances, depth, p, gen)
+    del depth
+    if p.blur_sigma:
+        signal = ndimage.gaussian_filter(signal, p.blur_sigma)
+    signal += _haze(signal, p)
+    signal += np.float32(p.background)
+    signal *= _illumination((h, w), p, gen)
+    signal *= np.float32(p.photons)
+    image = _expose(signal, p, gen)
+    logger.debug("make_cells %s kind=%s: %d objects placed, %d kept", shape, kind,
+                 len(placer.centres), int(instances.max()))
+    return image, instances
+
+
+def touching_pairs(instances: np.ndarray) -> np.ndarray:
+    """Pairs of labels that share an edge (4-adjacent pixels): (H, W) -> (P, 2), a < b, sorted."""
+    lab = np.asarray(instances)
+    if lab.ndim != 2:
+        raise ValueError(f"instances must be 2-D (H, W), got shape {lab.shape}")
+    lab = lab.astype(np.int64, copy=False)
+    codes = []
+    for a, b in ((lab[:, :-1], lab[:, 1:]), (lab[:-1, :], lab[1:, :])):
+        hit = (a != b) & (a > 0) & (b > 0)
+        lo, hi = np.minimum(a[hit], b[hit]), np.maximum(a[hit], b[hit])
+        codes.append(lo * (int(lab.max()) + 1) + hi)
+    code = np.unique(np.concatenate(codes))
+    base = int(lab.max()) + 1
+    return np.stack([code // base, code % base], axis=1)
+
+
+def touching_fraction(instances: np.ndarray) -> float:
+    """Fraction of objects that share an edge with at least one other; 0.0 if none."""
+    labels = np.unique(instances)
+    labels = labels[labels > 0]
+    if labels.size == 0:
+        return 0.0
+    return np.unique(touching_pairs(instances)).size / labels.size
+
+
+def iter_dataset(n_images: int, shape: tuple[int, int] = (512, 512), seed: int = 0,
+                 **kwargs) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``n_images`` pairs ``(image, instances)`` from :func:`make_cells`.
+
+    Image i depends only on (seed, i), not on n_images (numpy SeedSequence spawning).
+    ``kwargs`` go to :func:`make_cells` (kind, n_cells, any CellParams field).
+    """
+    if int(n_images) != n_images or n_images < 1:
+        raise ValueError(f"n_images must be a positive integer, got {n_images!r}")
+    _check_shape(shape)
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    for child in np.random.SeedSequence(int(seed)).spawn(int(n_images)):
+        yield make_cells(shape, np.random.default_rng(child), **kwargs)
+
+
+def make_dataset(n_images: int, shape: tuple[int, int] = (512, 512), seed: int = 0,
+                 **kwargs) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The list form of :func:`iter_dataset`."""
+    return list(iter_dataset(n_images, shape, seed, **kwargs))
+
+
+def _write_tiff_atomic(path: Path, array: np.ndarray, **kwargs) -> None:
+    """Write to a temporary file beside ``path``, then rename: no half-written file is left."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        tifffile.imwrite(tmp, array, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_dataset(folder: str | os.PathLike, n_images: int, shape: tuple[int, int] = (512, 512),
+                  seed: int = 0, **kwargs) -> list[tuple[Path, Path]]:
+    """Write ``images/NNN.tif`` and ``labels/NNN.tif`` under ``folder``; return the path pairs.
+
+    Names are zero-padded to at least 3 digits. Labels are zlib-compressed. ``kwargs`` go to
+    :func:`make_cells`. Existing files of the same names are replaced.
+    """
+    root = Path(folder)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    width = max(3, len(str(int(n_images) - 1)))
+    written = []
+    for i, (image, instances) in enumerate(iter_dataset(n_images, shape, seed, **kwargs)):
+        name = f"{i:0{width}d}.tif"
+        img_path, lab_path = root / "images" / name, root / "labels" / name
+        _write_tiff_atomic(img_path, image)
+        _write_tiff_atomic(lab_path, instances, compression="zlib")
+        written.append((img_path, lab_path))
+    logger.info("wrote %d synthetic image/label pairs to %s", len(written), root)
+    return written
