@@ -1,0 +1,219 @@
+"""Comparing two partitions of the ground truth's foreground: Rand and information scores.
+
+Numpy/scipy/scikit-image only. Definitions follow Arganda-Carreras et al., "Crowdsourcing the
+creation of image segmentation algorithms for connectomics", Front. Neuroanat. 9:142 (2015),
+as implemented by the challenge's reference (Fiji, Trainable Weka Segmentation, classes
+`RandError` / `VariationOfInformation`, "N^2 normalisation"); this is our own code.
+
+Let T be the ground-truth segmentation (label 0 = boundary) and S the proposed one (label 0 =
+boundary). Only the n pixels with T > 0 count (*foreground restriction*). A pixel with
+S == 0 inside the truth's foreground is its own singleton segment. With
+p_ij = |{T == i} & {S == j}| / n for i > 0 (j > 0, plus one singleton column per S == 0 pixel),
+t_i = sum_j p_ij (truth marginals) and s_j = sum_i p_ij (proposal marginals):
+
+* Rand split score  V_split = sum p_ij^2 / sum t_i^2  (1 when no true segment is split),
+* Rand merge score  V_merge = sum p_ij^2 / sum s_j^2  (1 when no segments are merged),
+* V_rand = 2 sum p_ij^2 / (sum t_i^2 + sum s_j^2), the harmonic mean (alpha = 0.5);
+* information split I(S;T) / H(S) and merge I(S;T) / H(T) scores, and
+  V_info = 2 I(S;T) / (H(S) + H(T)), with the entropies of the distributions above
+  (natural log; the base cancels). V_info is 1 when both are the same single segment.
+
+The "adapted Rand error" of SNEMI3D and `skimage.metrics.adapted_rand_error` is 1 - V_rand,
+except that skimage counts unordered pairs of distinct pixels (each squared sum minus n) and
+treats S == 0 as one segment; `rand_scores(..., self_pairs=False)` reproduces it exactly when
+the proposal has no zero inside the truth's foreground.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import watershed
+
+logger = logging.getLogger(__name__)
+
+_FOUR = ndi.generate_binary_structure(2, 1)
+
+# Beyond this many cells a dense contingency table is replaced by a sort-based count.
+_DENSE_TABLE_LIMIT = 1 << 24
+
+
+@dataclass(frozen=True)
+class Contingency:
+    """Overlap counts of a truth and a proposed labelling over the truth's foreground.
+
+    Attributes:
+        counts: (K,) int64 pixel counts n_ij of the non-empty cells with i > 0 and j > 0.
+        truth_sizes: (I,) int64 sizes of the truth segments i > 0 (restricted to the
+            foreground, so equal to the segment sizes), zeros dropped.
+        proposal_sizes: (J,) int64 sizes s_j of the proposal segments j > 0 within the truth's
+            foreground, zeros dropped.
+        singletons: number of foreground pixels with proposal label 0.
+        n: number of truth foreground pixels.
+    """
+
+    counts: np.ndarray
+    truth_sizes: np.ndarray
+    proposal_sizes: np.ndarray
+    singletons: int
+    n: int
+
+
+def contingency(truth: np.ndarray, proposal: np.ndarray) -> Contingency:
+    """Contingency of two label images restricted to `truth > 0`.
+
+    Args:
+        truth: (H, W) or (Z, H, W) non-negative integer labels, 0 = boundary (excluded).
+        proposal: same shape, non-negative integer labels, 0 = boundary (singletons).
+
+    Returns:
+        The `Contingency` counts.
+    """
+    truth = np.asarray(truth)
+    proposal = np.asarray(proposal)
+    if truth.shape != proposal.shape:
+        raise ValueError(f"truth shape {truth.shape} != proposal shape {proposal.shape}")
+    fg = truth > 0
+    t = truth[fg].astype(np.int64)
+    s = proposal[fg].astype(np.int64)
+    n = int(t.size)
+    if n and (t.min() < 0 or s.min() < 0):
+        raise ValueError("labels must be non-negative")
+    inside = s > 0
+    singletons = int(n - inside.sum())
+    t_in, s_in = t[inside], s[inside]
+    if t_in.size == 0:
+        counts = np.zeros(0, np.int64)
+    else:
+        nj = int(s_in.max()) + 1
+        cells = (int(t_in.max()) + 1) * nj
+        key = t_in * nj + s_in
+        if cells <= _DENSE_TABLE_LIMIT:
+            counts = np.bincount(key, minlength=cells)
+            counts = counts[counts > 0]
+        else:
+            counts = np.unique(key, return_counts=True)[1]
+    truth_sizes = np.bincount(t)[1:] if n else np.zeros(0, np.int64)
+    proposal_sizes = np.bincount(s_in)[1:] if s_in.size else np.zeros(0, np.int64)
+    return Contingency(
+        counts=counts.astype(np.int64),
+        truth_sizes=truth_sizes[truth_sizes > 0].astype(np.int64),
+        proposal_sizes=proposal_sizes[proposal_sizes > 0].astype(np.int64),
+        singletons=singletons,
+        n=n,
+    )
+
+
+def rand_scores(truth: np.ndarray, proposal: np.ndarray, *, self_pairs: bool = True) -> dict:
+    """Foreground-restricted Rand F-score with its split and merge terms.
+
+    Args:
+        truth: (H, W) or (Z, H, W) truth labels, 0 = boundary (excluded).
+        proposal: same shape proposed labels, 0 = boundary (each pixel its own segment).
+        self_pairs: True (default, the challenge's N^2 normalisation) counts ordered pairs
+            including a pixel with itself; False counts pairs of distinct pixels and treats
+            label 0 as one segment, as `skimage.metrics.adapted_rand_error` does.
+
+    Returns:
+        {"v_rand", "split", "merge"}; NaN for all three when the truth has no foreground.
+    """
+    c = contingency(truth, proposal)
+    if c.n == 0:
+        logger.warning("rand_scores: ground truth has no foreground; scores are NaN")
+        return {"v_rand": np.nan, "split": np.nan, "merge": np.nan}
+    sum_p2 = float(np.sum(c.counts.astype(np.float64) ** 2))
+    sum_t2 = float(np.sum(c.truth_sizes.astype(np.float64) ** 2))
+    sum_s2 = float(np.sum(c.proposal_sizes.astype(np.float64) ** 2))
+    if self_pairs:
+        sum_p2 += c.singletons
+        sum_s2 += c.singletons
+    else:
+        # label 0 is one more segment, and pairs (x, x) are dropped from every sum
+        zero_rows = _zero_column(truth, proposal)
+        sum_p2 += float(np.sum(zero_rows.astype(np.float64) ** 2)) - c.n
+        sum_s2 += float(c.singletons) ** 2 - c.n
+        sum_t2 -= c.n
+    split = sum_p2 / sum_t2 if sum_t2 > 0 else 1.0
+    merge = sum_p2 / sum_s2 if sum_s2 > 0 else 1.0
+    denom = sum_t2 + sum_s2
+    v_rand = 2.0 * sum_p2 / denom if denom > 0 else 1.0
+    return {"v_rand": v_rand, "split": split, "merge": merge}
+
+
+def _zero_column(truth: np.ndarray, proposal: np.ndarray) -> np.ndarray:
+    """(I,) counts of proposal label 0 per truth segment i > 0."""
+    truth = np.asarray(truth)
+    sel = (truth > 0) & (np.asarray(proposal) == 0)
+    return np.bincount(truth[sel].astype(np.int64))[1:]
+
+
+def _plogp(x: np.ndarray) -> float:
+    x = x[x > 0]
+    return float(np.sum(x * np.log(x)))
+
+
+def info_scores(truth: np.ndarray, proposal: np.ndarray) -> dict:
+    """Foreground-restricted information-theoretic F-score with its split and merge terms.
+
+    Args:
+        truth: (H, W) or (Z, H, W) truth labels, 0 = boundary (excluded).
+        proposal: same shape proposed labels, 0 = boundary (each pixel its own segment).
+
+    Returns:
+        {"v_info", "split", "merge", "h_truth", "h_proposal", "mutual_information"} where
+        split = I/H(S), merge = I/H(T); NaN scores when the truth has no foreground.
+    """
+    c = contingency(truth, proposal)
+    if c.n == 0:
+        logger.warning("info_scores: ground truth has no foreground; scores are NaN")
+        nan = np.nan
+        return {"v_info": nan, "split": nan, "merge": nan, "h_truth": nan,
+                "h_proposal": nan, "mutual_information": nan}
+    n = float(c.n)
+    single = c.singletons / n * np.log(n)  # each singleton has probability 1/n
+    h_t = -_plogp(c.truth_sizes / n)
+    h_s = -_plogp(c.proposal_sizes / n) + single
+    h_st = -_plogp(c.counts / n) + single
+    mi = max(h_t + h_s - h_st, 0.0)
+    denom = h_t + h_s
+    v_info = 2.0 * mi / denom if denom > 0 else 1.0
+    split = mi / h_s if h_s > 0 else 1.0
+    merge = mi / h_t if h_t > 0 else 1.0
+    return {"v_info": v_info, "split": split, "merge": merge, "h_truth": h_t,
+            "h_proposal": h_s, "mutual_information": mi}
+
+
+def label_components(foreground: np.ndarray) -> np.ndarray:
+    """(H, W) bool -> (H, W) int32 labels of its 4-connected components (0 = background)."""
+    labels, _ = ndi.label(foreground, structure=_FOUR)
+    return labels
+
+
+def thin_boundaries(foreground: np.ndarray, markers: np.ndarray | None = None) -> np.ndarray:
+    """Segments of a binary map grown until the boundaries between them are one pixel wide.
+
+    The segments (by default the 4-connected components of `foreground`) seed a watershed
+    that floods the background breadth-first (a flat landscape: each background pixel joins
+    the nearest segment in 4-connected geodesic distance); pixels where two segments meet stay
+    0 (watershed lines, one pixel wide). This is the "classic watershed" thinning of the
+    ISBI 2012 evaluation script. Without any segment every pixel stays 0.
+
+    Args:
+        foreground: (H, W) bool, True = segment interior.
+        markers: optional (H, W) non-negative integer segments inside `foreground` (e.g. an
+            instance image whose touching objects share no background); default: the
+            4-connected components of `foreground`.
+
+    Returns:
+        (H, W) int32 labels, 0 = the one-pixel boundary lines.
+    """
+    if markers is None:
+        markers = label_components(foreground)
+    if not np.any(markers):
+        return np.zeros(foreground.shape, np.int32)
+    grown = watershed((~foreground).astype(np.uint8), markers.astype(np.int32),
+                      connectivity=1, watershed_line=True)
+    return grown.astype(np.int32)
