@@ -37,6 +37,9 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
+__all__ = ["PRESETS", "CellParams", "iter_dataset", "make_cells", "make_dataset",
+           "resolve_params", "touching_fraction", "touching_pairs", "write_dataset"]
+
 logger = logging.getLogger(__name__)
 
 _N_ANGLES = 64  # samples of each outline's radius function; harmonics go up to 6, so 64 is ample
@@ -119,7 +122,8 @@ def _as_rng(rng: np.random.Generator | int) -> np.random.Generator:
 
 
 def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
-    if len(shape) != 2 or any(int(s) != s or s < 16 for s in shape):
+    if (not isinstance(shape, (tuple, list)) or len(shape) != 2
+            or any(not isinstance(s, (int, np.integer)) or s < 16 for s in shape)):
         raise ValueError(f"shape must be two integers >= 16, got {shape!r}")
     return int(shape[0]), int(shape[1])
 
@@ -326,10 +330,12 @@ def _resample(small: np.ndarray, shape: tuple[int, int], step: int | None = None
         ys = np.minimum(np.arange(shape[0], dtype=np.float32) / step, small.shape[0] - 1)
         xs = np.minimum(np.arange(shape[1], dtype=np.float32) / step, small.shape[1] - 1)
     rows = np.stack([np.interp(xs, np.arange(small.shape[1]), row) for row in small])  # (h, W)
-    out = np.empty(shape, np.float32)
+    rows = rows.astype(np.float32)
     i0 = np.minimum(ys.astype(np.intp), small.shape[0] - 2)
-    w = (ys - i0)[:, None]
-    out[:] = rows[i0] * (1 - w) + rows[i0 + 1] * w
+    w = (ys - i0)[:, None].astype(np.float32)  # (H, 1)
+    out = rows[i0 + 1] - rows[i0]  # (H, W) float32; in place below to bound memory at 4096^2
+    out *= w
+    out += rows[i0]
     return out
 
 
@@ -433,6 +439,9 @@ def make_cells(shape: tuple[int, int] = (512, 512), rng: np.random.Generator | i
     h, w = _check_shape(shape)
     if n_cells is not None and (int(n_cells) != n_cells or n_cells < 1):
         raise ValueError(f"n_cells must be a positive integer or None, got {n_cells!r}")
+    if params is not None and overrides:
+        raise ValueError(f"pass either params or overrides, not both; got overrides "
+                         f"{sorted(overrides)}")
     p = params if params is not None else resolve_params(kind, **overrides)
     gen = _as_rng(rng)
     placer = _place((h, w), p, gen, n_cells)
@@ -448,7 +457,7 @@ def make_cells(shape: tuple[int, int] = (512, 512), rng: np.random.Generator | i
     signal *= _illumination((h, w), p, gen)
     signal *= np.float32(p.photons)
     image = _expose(signal, p, gen)
-    logger.debug("make_cells %s kind=%s: %d objects placed, %d kept", shape, kind,
+    logger.debug("make_cells %s: %d objects placed, %d kept", shape,
                  len(placer.centres), int(instances.max()))
     return image, instances
 
