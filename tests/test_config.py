@@ -6,6 +6,7 @@ import re
 import pytest
 import yaml
 
+from unetkit.geometry import is_legal
 from unetkit.config import (
     AugmentConfig,
     Config,
@@ -17,19 +18,6 @@ from unetkit.config import (
     preset,
     save_config,
 )
-
-
-def legal_tile(size: int, depth: int) -> bool:
-    """Valid-conv U-Net: every pooling sees an even size, every conv a positive one."""
-    for _ in range(depth):
-        size -= 4
-        if size <= 0 or size % 2:
-            return False
-        size //= 2
-    size -= 4
-    for _ in range(depth):
-        size = 2 * size - 4
-    return size > 0
 
 
 def test_paper_preset_is_the_paper():
@@ -49,7 +37,7 @@ def test_default_preset_is_small_and_legal():
     assert cfg.train.tile_size < paper.train.tile_size
     assert cfg.model.depth == paper.model.depth and cfg.model.padding == "valid"
     for c in (paper, cfg):
-        assert legal_tile(c.train.tile_size, c.model.depth)
+        assert is_legal(c.train.tile_size, c.model.depth, c.model.padding)
         assert (c.train.tile_size - 124) % 16 == 0
     assert cfg.train.minutes is not None
     assert cfg.weights == paper.weights and cfg.augment == paper.augment

@@ -61,10 +61,11 @@ class DataConfig:
     # how labels are read (unetkit.targets): binary 0/1|0/255, instance ids, or class indices
     label_kind: Literal["auto", "binary", "instance", "classes"] = "auto"
     ignore_value: int | None = None  # label value left out of the loss (e.g. 255); none by default
-    # image intensities -> float: "range" divides by the dtype's maximum (uint8: 255) so values
-    # lie in [0, 1]; "per_image" standardises each image (mean 0, std 1); "dataset" uses the
-    # training set's mean/std; "none" leaves values. Paper: not stated.
-    normalization: Literal["range", "per_image", "dataset", "none"] = "range"
+    # image intensities -> float (unetkit.normalize): "per_image" standardises each whole image
+    # (mean 0, std 1, per channel); "range" maps the dtype's range to [0, 1]; "dataset" uses the
+    # training set's mean/std; "none" casts only. Paper: not stated; per_image is the
+    # Normalization default and is robust to differing exposure between images.
+    normalization: Literal["range", "per_image", "dataset", "none"] = "per_image"
 
     def __post_init__(self) -> None:
         _require(
