@@ -162,6 +162,7 @@ def warp_towards(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     offsets = np.array([dy * wp + dx for dy, dx in NEIGHBOUR_OFFSETS], np.int64)
     lut = simple_point_lut()
     active = np.flatnonzero(cur != tgt_flat)
+    stamp = np.empty(cur.size, np.int64)  # scratch for deduplication
     sweeps = 0
     while active.size:
         sweeps += 1
@@ -181,8 +182,11 @@ def warp_towards(source: np.ndarray, target: np.ndarray) -> np.ndarray:
         if flipped.size == 0:
             break
         around = (flipped[:, None] + offsets[None, :]).ravel()
-        around = np.unique(around)
-        active = around[cur[around] != tgt_flat[around]]
+        around = around[cur[around] != tgt_flat[around]]
+        # deduplicate without sorting: the last write to each pixel's stamp wins
+        order = np.arange(around.size)
+        stamp[around] = order
+        active = around[stamp[around] == order]
     logger.debug("warp_towards: %d sweeps", sweeps)
     return cur.reshape(h + 2, wp)[1:-1, 1:-1].astype(bool)
 
