@@ -222,7 +222,7 @@ def test_equals_brute_force():
     ids = [i for i in np.unique(objects) if i]
     yy, xx = np.mgrid[: labels.shape[0], : labels.shape[1]]
     expected = class_weight_map(target, "balanced")
-    for y, x in zip(*np.nonzero(target == 0)):
+    for y, x in zip(*np.nonzero(target == 0), strict=True):
         dists = sorted(
             np.sqrt(((yy[objects == i] - y) ** 2 + (xx[objects == i] - x) ** 2).min())
             for i in ids
@@ -237,11 +237,11 @@ def test_nearest_two_distances_cutoff_is_harmless():
     labels = random_instances(rng, (50, 50), n=8)
     full = nearest_two_distances(labels)
     cut = nearest_two_distances(labels, cutoff=6)
-    for exact, approx in zip(full, cut):
+    for exact, approx in zip(full, cut, strict=True):
         near = exact <= 6
         np.testing.assert_array_equal(approx[near], exact[near])
         assert np.all(approx >= exact)
-    assert CUTOFF_SIGMAS == pytest.approx(5.2565, abs=1e-3)
+    assert abs(CUTOFF_SIGMAS - 5.2565) < 1e-3
 
 
 def test_fewer_than_two_objects_no_border_term():
@@ -262,6 +262,23 @@ def test_border_weight_peaks_on_separation_borders():
     assert wm[sep].max() == pytest.approx(1 + 10 * math.exp(-9 / 50), rel=1e-6)
     assert wm[sep].min() > wm[0, 0]
     assert wm.dtype == np.float32 and wm.shape == labels.shape
+
+
+def test_binary_mask_objects_are_its_components():
+    labels = np.zeros((30, 40), np.int32)
+    labels[5:25, 4:16] = 1
+    labels[5:25, 20:36] = 2
+    mask = (labels > 0).astype(np.uint8) * 255  # ISBI style: 255 cells, 0 membrane
+    expected = weight_map(labels, kind="instance")
+    np.testing.assert_array_equal(weight_map(mask), expected)
+    np.testing.assert_array_equal(weight_map(mask > 0, kind="binary"), expected)
+    assert weight_map(mask)[15, 18] > 5  # border term in the 4 px gap
+    # read as one instance (id 255 + id 0), there is no second object and no border term
+    assert weight_map(mask, kind="instance")[15, 18] < 2
+    with pytest.raises(ValueError, match="3"):
+        weight_map(labels + (labels > 0), kind="binary")
+    with pytest.raises(ValueError, match="'classes'"):
+        weight_map(labels, kind="classes")
 
 
 def test_weight_map_rejects_bad_parameters():

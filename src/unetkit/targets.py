@@ -90,10 +90,7 @@ def _as_int_labels(labels: np.ndarray) -> np.ndarray:
 def _split_ignore(labels: np.ndarray, ignore_value: int | None) -> tuple[np.ndarray, np.ndarray]:
     """(H, W) raw labels -> (int64 labels with ignored pixels set to 0, bool ignore mask)."""
     labels = _check_2d(labels)
-    if ignore_value is None:
-        ignore = np.zeros(labels.shape, dtype=bool)
-    else:
-        ignore = labels == ignore_value
+    ignore = np.zeros(labels.shape, bool) if ignore_value is None else labels == ignore_value
     clean = _as_int_labels(np.where(ignore, 0, labels))
     return clean, ignore
 
@@ -258,13 +255,17 @@ def weight_map(
     sigma: float = 5.0,
     class_weights: str | Sequence[float] | Mapping[int, float] | None = "balanced",
     *,
+    kind: str = "auto",
     target: np.ndarray | None = None,
     ignore: np.ndarray | None = None,
 ) -> np.ndarray:
     """Paper Eq. 2: w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))^2 / (2 sigma^2)).
 
-    ``(H, W)`` instance labels -> ``(H, W)`` float32 weights.
+    ``(H, W)`` instance labels (or a binary mask) -> ``(H, W)`` float32 weights.
 
+    * ``kind``: ``"instance"`` (ids), ``"binary"`` (0/1 or 0/255 mask: the objects are its
+      8-connected components, e.g. the cells between ISBI membranes) or ``"auto"`` (binary if
+      the values are 0/1 or 0/255, else instance). Multi-class masks: :func:`build_targets`.
     * ``target`` defaults to :func:`instances_to_target` of ``labels`` (separation borders).
     * w_c: :func:`class_weight_map` of the target (``"balanced"``: N / (K * N_c)).
     * Objects are the instance ids of ``labels`` restricted to the target's foreground, so
@@ -277,6 +278,13 @@ def weight_map(
     * Ignored pixels get weight 0.
     """
     labels = _as_int_labels(_check_2d(labels))
+    if kind not in ("auto", "instance", "binary"):
+        raise ValueError(f"kind must be 'auto', 'instance' or 'binary', got {kind!r}")
+    if kind == "binary" or (kind == "auto" and _is_binary(np.unique(labels))):
+        values = np.unique(labels)
+        if not _is_binary(values):
+            raise ValueError(f"binary labels must be 0/1 or 0/255, found value {values[-1]}")
+        labels, _ = ndimage.label(labels > 0, structure=_EIGHT)
     if not w0 >= 0:
         raise ValueError(f"w0 must be >= 0, got {w0!r}")
     if not sigma > 0:
@@ -346,6 +354,8 @@ def build_targets(
             )
         target = clean
         objects = _components_per_class(clean)
-    weights = weight_map(objects, w0, sigma, class_weights, target=target, ignore=ignore)
+    weights = weight_map(
+        objects, w0, sigma, class_weights, kind="instance", target=target, ignore=ignore
+    )
     objects = np.where(target > 0, objects, 0).astype(np.int32)
     return Targets(target=target, weights=weights, ignore=ignore, objects=objects, kind=kind)
