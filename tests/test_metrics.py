@@ -225,3 +225,15 @@ def test_isbi_slice_thicker_membranes_warp_cheaply():
     disagreement = np.mean(pred != (truth > 0))
     werr = warping_error(pred.astype(np.uint8), truth)
     assert 0 <= werr < 0.05 * disagreement
+
+
+def test_stack_pools_instance_counts_and_all_keys_come_back():
+    truth = _cells([9])
+    pred = truth.copy()
+    pred[:, 4] = 0                        # slice 2: left cell split in two
+    r = evaluate_arrays(np.stack([truth, pred]), np.stack([truth, truth]))
+    # slice 1: 2 TP; slice 2: right cell TP, two halves of 4 and 4 columns of 9 -> IoU < 0.5
+    assert (r["tp_50"], r["fp_50"], r["fn_50"]) == (3, 2, 1)
+    assert set(available_metrics("binary")) <= set(r)
+    one = evaluate_arrays(pred, truth, metrics=["dice_class_1", "seg"])
+    assert list(one) == ["dice_class_1", "seg"]

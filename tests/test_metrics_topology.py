@@ -94,3 +94,15 @@ def test_warping_rejects_bad_input():
         warp_towards(np.full((3, 3), 2), np.zeros((3, 3), bool))
     with pytest.raises(ValueError, match="2D"):
         warp_towards(np.zeros(3, bool), np.zeros(3, bool))
+
+
+def test_warping_preserves_topology_of_random_blobs():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        truth = ndi.gaussian_filter(rng.random((40, 40)), 2) > 0.5
+        target = ndi.gaussian_filter(rng.random((40, 40)), 2) > 0.5
+        warped = warp_towards(truth, target)
+        assert _component_counts(warped) == _component_counts(truth)
+        # nothing simple is left to flip among the remaining disagreements
+        assert not (simple_points(warped) & (warped != target)).any()
+        assert (warped != target).sum() <= (truth != target).sum()
