@@ -33,7 +33,7 @@ import logging
 
 import numpy as np
 
-from unetkit import partition, topology
+from . import partition, topology
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import logging
 
 import numpy as np
 
-from unetkit import matching, partition
-from unetkit.isbi import (
+from . import matching, partition
+from .isbi import (
     DEFAULT_THRESHOLDS,
     ISBI_METRICS,
     KINDS,
@@ -33,7 +33,7 @@ from unetkit.isbi import (
     v_rand,
     warping_error,
 )
-from unetkit.matching import IOU_THRESHOLDS, instance_scores, seg_score, semantic_scores
+from .matching import IOU_THRESHOLDS, instance_scores, seg_score, semantic_scores
 
 logger = logging.getLogger(__name__)
 
