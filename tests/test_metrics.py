@@ -237,3 +237,13 @@ def test_stack_pools_instance_counts_and_all_keys_come_back():
     assert set(available_metrics("binary")) <= set(r)
     one = evaluate_arrays(pred, truth, metrics=["dice_class_1", "seg"])
     assert list(one) == ["dice_class_1", "seg"]
+
+
+def test_warping_details_count_split_and_merger():
+    truth = _cells([9])
+    prob = truth / 255.0
+    prob[:, 4] = 0.0
+    prob[3:6, 9] = 1.0
+    r = isbi_metrics(prob, truth, thresholds=(0.5,), metrics=("warping_error",))
+    assert r == {"warping_error": pytest.approx(4 / truth.size), "warping_error_threshold": 0.5,
+                 "warping_splits": 1.0, "warping_mergers": 1.0}

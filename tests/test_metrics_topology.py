@@ -8,6 +8,7 @@ from unetkit.topology import (
     NEIGHBOUR_OFFSETS,
     simple_point_lut,
     simple_points,
+    splits_and_mergers,
     warp_towards,
     warping_error_binary,
 )
@@ -106,3 +107,15 @@ def test_warping_preserves_topology_of_random_blobs():
         # nothing simple is left to flip among the remaining disagreements
         assert not (simple_points(warped) & (warped != target)).any()
         assert (warped != target).sum() <= (truth != target).sum()
+
+
+def test_splits_and_mergers_by_hand():
+    truth = _two_cells(membrane=(9, 9))
+    pred = truth.copy()
+    pred[:, 4] = False          # split of the left cell (1 pixel left after warping)
+    pred[3:6, 9] = True         # merger through a 3-pixel gap
+    pred[8, 15] = False         # a hole inside the right cell
+    assert splits_and_mergers(truth, pred) == {"splits": 1, "mergers": 1, "other": 1,
+                                               "mismatches": 5}
+    assert splits_and_mergers(truth, truth) == {"splits": 0, "mergers": 0, "other": 0,
+                                                "mismatches": 0}

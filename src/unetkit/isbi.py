@@ -167,7 +167,9 @@ def _score_one(truth_fg, truth_seg, binary, segments, wanted) -> dict[str, float
             i = partition.info_scores(truth_seg, thin)
             out.update(v_info=i["v_info"], v_info_split=i["split"], v_info_merge=i["merge"])
     if "warping_error" in wanted:
-        out["warping_error"] = topology.warping_error_binary(truth_fg, binary)
+        w = topology.splits_and_mergers(truth_fg, binary)
+        out.update(warping_error=w["mismatches"] / binary.size,
+                   warping_splits=w["splits"], warping_mergers=w["mergers"])
     return out
 
 
@@ -186,10 +188,10 @@ def isbi_curves(prediction: np.ndarray, truth: np.ndarray, *,
         kind: override of `detect_kind(prediction)`.
 
     Returns:
-        {"thresholds": (T,), "pixel_f": (T,), "rand_f": (T,), "warping_error": (T,),
-        "v_rand": (T,), "v_rand_split", "v_rand_merge", "v_info", "v_info_split",
-        "v_info_merge"}, the keys present depending on `metrics`; T = 1 for non-probability
-        predictions.
+        Arrays of shape (T,) under "thresholds", "pixel_f", "rand_f", "warping_error",
+        "warping_splits", "warping_mergers", "v_rand", "v_rand_split", "v_rand_merge",
+        "v_info", "v_info_split", "v_info_merge", the keys present depending on `metrics`;
+        T = 1 for non-probability predictions.
     """
     wanted = _check_isbi_names(metrics)
     kind = kind or detect_kind(prediction)
@@ -257,6 +259,12 @@ def _aggregate(rows: list[list[dict]], thresholds) -> dict[str, np.ndarray]:
     return out
 
 
+_DETAILS = {"pixel_error": (), "rand_error": (),
+            "warping_error": ("warping_splits", "warping_mergers"),
+            "v_rand": ("v_rand_split", "v_rand_merge"),
+            "v_info": ("v_info_split", "v_info_merge")}
+
+
 def isbi_metrics(prediction: np.ndarray, truth: np.ndarray, *,
                  thresholds=DEFAULT_THRESHOLDS, metrics=ISBI_METRICS,
                  boundary_prob: bool = False, kind: str | None = None) -> dict[str, float]:
@@ -270,7 +278,10 @@ def isbi_metrics(prediction: np.ndarray, truth: np.ndarray, *,
       F-score of `partition.rand_scores` (truth boundary excluded; predicted boundary pixels
       are singletons; 4-connected components).
     * warping_error = min_t |warp(T > 0 -> S_t) xor S_t| / pixels, `topology.warp_towards`:
-      simple-point warping with 4-connected foreground, 8-connected background.
+      simple-point warping with 4-connected foreground, 8-connected background;
+      `warping_splits` / `warping_mergers` count the split and merger clusters among the
+      remaining mismatches at the chosen threshold (`topology.splits_and_mergers`; mean per
+      slice for stacks).
     * v_rand, v_info = max_t of the Rand / information F-scores of `partition` between T and
       `partition.thin_boundaries(S_t)` (components grown by watershed until the boundaries
       are one pixel wide); `_split` / `_merge` keys give the terms at the chosen threshold.
@@ -279,7 +290,8 @@ def isbi_metrics(prediction: np.ndarray, truth: np.ndarray, *,
 
     Returns:
         `<metric>` and `<metric>_threshold` (NaN for non-probability predictions) for each
-        requested metric, plus `v_rand_split`, `v_rand_merge`, `v_info_split`, `v_info_merge`.
+        requested metric, plus `warping_splits`, `warping_mergers`, `v_rand_split`,
+        `v_rand_merge`, `v_info_split`, `v_info_merge`.
     """
     curves = isbi_curves(prediction, truth, thresholds=thresholds, metrics=metrics,
                          boundary_prob=boundary_prob, kind=kind)
@@ -298,9 +310,8 @@ def isbi_metrics(prediction: np.ndarray, truth: np.ndarray, *,
         k = int(pick(curves[key]))
         out[name] = float(transform(curves[key][k]))
         out[f"{name}_threshold"] = float(ts[k])
-        for part in ("split", "merge"):
-            if f"{name}_{part}" in curves:
-                out[f"{name}_{part}"] = float(curves[f"{name}_{part}"][k])
+        for detail in _DETAILS[name]:
+            out[detail] = float(curves[detail][k])
     return out
 
 

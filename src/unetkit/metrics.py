@@ -50,7 +50,8 @@ MASK_THRESHOLD = 0.5
 _ISBI_KEYS = {
     "pixel_error": ("pixel_error", "pixel_error_threshold"),
     "rand_error": ("rand_error", "rand_error_threshold"),
-    "warping_error": ("warping_error", "warping_error_threshold"),
+    "warping_error": ("warping_error", "warping_error_threshold", "warping_splits",
+                      "warping_mergers"),
     "v_rand": ("v_rand", "v_rand_threshold", "v_rand_split", "v_rand_merge"),
     "v_info": ("v_info", "v_info_threshold", "v_info_split", "v_info_merge"),
 }
