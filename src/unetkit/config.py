@@ -143,10 +143,12 @@ class TrainConfig:
     tile_size: int = 572
     batch_size: int = 1  # paper: one large tile per step
     optimizer: Literal["sgd", "adam"] = "sgd"  # paper: SGD (Caffe)
-    # paper: not given. With momentum 0.99 the steady-state step is lr / (1 - momentum) = 100 lr,
-    # so lr = 1e-3 takes the same effective step as the common SGD lr 0.01 / momentum 0.9 on a
-    # per-pixel mean loss (unetkit.loss normalises by pixel count).
-    lr: float = 1e-3
+    # paper: not given. With momentum 0.99 the steady-state step is lr / (1 - momentum) = 100 lr
+    # (per-pixel mean loss, unetkit.loss). Measured on ISBI 2012 (default preset, 16 channels,
+    # 316 tiles, 100 warm-up steps, 1 seed): lr 1e-2 -> NaN by step 125; 3e-3 stalls at ~1.14;
+    # 1e-3 falls to 0.82 by step 300 then climbs back to ~1.13; 3e-4 reaches 0.67 at step 700.
+    # 3e-4 (effective step 0.03) is ~30x below divergence.
+    lr: float = 3e-4
     momentum: float = 0.99  # paper; for adam it is beta1
     weight_decay: float = 0.0  # paper: not mentioned
     # lr over iterations: "constant" (paper: none given), "cosine" (to 0 at the last iteration),
