@@ -21,18 +21,32 @@ class CLIError(Exception):
     """An error to report in one line."""
 
 
-def _progress_bar(desc: str, unit: str = "tile"):
-    """A tqdm-backed ``progress(done, total)`` callback, and the bar to close."""
-    from tqdm.auto import tqdm
+class _ProgressBar:
+    """A tqdm bar behind a ``progress(done, total)`` callback, drawn from the first update on (so
+    an error before any work prints one clean line)."""
 
-    bar = tqdm(desc=desc, unit=unit, dynamic_ncols=True, leave=False)
+    def __init__(self, unit: str = "tile") -> None:
+        self.unit, self.bar, self.desc = unit, None, ""
 
-    def update(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.reset(total=total)
-        bar.update(done - bar.n)
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm.auto import tqdm
 
-    return update, bar
+        if self.bar is None:
+            self.bar = tqdm(desc=self.desc, unit=self.unit, dynamic_ncols=True, leave=False)
+        if self.bar.total != total:
+            self.bar.reset(total=total)
+            self.bar.set_description(self.desc)
+        self.bar.update(done - self.bar.n)
+
+    def write(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _device(name: str | None) -> str | None:
@@ -74,13 +88,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=device or "cpu")
     check_predict_args(model, args.tile, args.output)
     files = [f for path in args.input for f in image_files(path)]
-    progress, bar = _progress_bar("predict")
+    bar = _ProgressBar()
     try:
         for f in files:
-            bar.set_description(f.name)
+            bar.desc = f.name
             target = predict_file(model, f, args.out, output=args.output, tile=args.tile,
                                   batch=args.batch, tta=args.tta, device=device,
-                                  overwrite=args.overwrite, progress=progress)
+                                  overwrite=args.overwrite, progress=bar)
             bar.write(f"{f} -> {target}")
     finally:
         bar.close()

@@ -193,8 +193,8 @@ def plan_tiles(
 
     Valid padding: output tiles start at multiples of ``tile_stride`` (a multiple of ``2**depth``),
     the input window starts ``margin`` px before it.  Same padding: the input window also starts
-    ``halo`` px earlier and the first ``halo`` output px of each tile are discarded (tiles of a
-    same-padded network only approximate whole-image inference; a wider halo approximates better).
+    ``halo`` px earlier and the first ``halo`` output px of each tile are discarded (exact only when
+    the halo covers the network's receptive field, see ``tiling.predict_tiled``).
     """
     h_img, w_img = shape
     if h_img < 1 or w_img < 1:

@@ -101,7 +101,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> U
     model = UNet(**config.to_dict())
     try:
         with safe_open(str(p), framework="pt") as f:
-            state = {k: f.get_tensor(k) for k in f}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not iterable)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{p}: corrupt or truncated weights ({exc})") from None
     try:
