@@ -6,7 +6,8 @@ from pathlib import Path
 import unetkit
 
 PKG = Path(unetkit.__file__).parent
-NO_TORCH = {"geometry", "io", "normalize", "metrics", "topology", "matching", "instances",
+NO_TORCH = {"geometry", "io", "normalize", "metrics", "topology", "matching", "instances", "isbi",
+            "evaluate", "config",
             "targets", "synthetic", "partition"}
 
 

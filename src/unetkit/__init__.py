@@ -1,27 +1,48 @@
 """unetkit: the original U-Net (Ronneberger, Fischer, Brox 2015), faithfully.
 
-The network (:class:`UNet`), exact overlap-tile prediction (:func:`predict_tiled`), model files
-(:func:`save_model`, :func:`load_model`) and the tile geometry (:mod:`unetkit.geometry`).
+- the network: :class:`UNet` (the paper's defaults), :mod:`unetkit.geometry` (legal tiles);
+- prediction: :func:`predict_tiled` (exact overlap-tile inference, bounded memory);
+- model files: :func:`save_model`, :func:`load_model` (safetensors + JSON header);
+- training targets: :func:`weight_map` (paper Eq. 2), :func:`build_targets`;
+- metrics: :func:`evaluate_arrays` (ISBI 2012, instance, semantic), :func:`isbi_metrics`;
+- instances: :func:`probabilities_to_instances`.
 """
 
 __version__ = "0.1.0"
 
+from .config import Config, apply_overrides, load_config, preset, save_config
 from .geometry import legal_input_sizes, margin, nearest_legal_sizes, output_size
+from .instances import probabilities_to_instances
+from .loss import weighted_cross_entropy
+from .metrics import evaluate_arrays, isbi_metrics
 from .model import UNet, UNetConfig
 from .modelfile import load_model, save_model
 from .normalize import Normalization
+from .targets import build_targets, instances_to_target, weight_map
 from .tiling import choose_tile_size, predict_tiled
 
 __all__ = [
+    "Config",
+    "Normalization",
     "UNet",
     "UNetConfig",
-    "Normalization",
-    "predict_tiled",
+    "apply_overrides",
+    "build_targets",
     "choose_tile_size",
-    "save_model",
-    "load_model",
-    "output_size",
-    "margin",
+    "evaluate_arrays",
+    "instances_to_target",
+    "isbi_metrics",
     "legal_input_sizes",
+    "load_config",
+    "load_model",
+    "margin",
     "nearest_legal_sizes",
+    "output_size",
+    "predict_tiled",
+    "preset",
+    "probabilities_to_instances",
+    "save_config",
+    "save_model",
+    "weight_map",
+    "weighted_cross_entropy",
 ]

@@ -94,11 +94,54 @@ def cmd_predict(args: argparse.Namespace) -> int:
             bar.desc = f.name
             target = predict_file(model, f, args.out, output=args.output, tile=args.tile,
                                   batch=args.batch, tta=args.tta, device=device,
-                                  overwrite=args.overwrite, progress=bar)
+                                  overwrite=args.overwrite, progress=bar,
+                                  instances={"threshold": args.threshold, "method": args.method,
+                                             "min_size": args.min_size})
             bar.write(f"{f} -> {target}")
     finally:
         bar.close()
     return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_files
+    from .io import atomic_path
+    from .metrics import threshold_range
+
+    thresholds = threshold_range(*args.thresholds)
+    bar = _ProgressBar(unit="image")
+    bar.desc = "evaluate"
+    try:
+        result = evaluate_files(args.pred, args.truth, args.metrics, thresholds,
+                                kind=args.kind, channel=args.channel, progress=bar)
+    finally:
+        bar.close()
+    print(format_table(result))
+    if args.json:
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(_nan_to_null(result), indent=2, allow_nan=False))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _nan_to_null(obj):
+    """Standard JSON has no NaN: undefined scores are written as null."""
+    if isinstance(obj, dict):
+        return {k: _nan_to_null(v) for k, v in obj.items()}
+    return None if isinstance(obj, float) and obj != obj else obj
+
+
+def format_table(result: dict) -> str:
+    """Per-image rows and a mean row, one column per metric."""
+    keys = list(result["mean"])
+    width = max([4, *(len(n) for n in result["per_image"])])
+    lines = [f"{'image':<{width}} " + " ".join(f"{k:>13}" for k in keys)]
+    rows = [*result["per_image"].items(), ("mean", result["mean"])]
+    for name, scores in rows:
+        lines.append(f"{name:<{width}} " + " ".join(f"{scores.get(k, float('nan')):13.6g}"
+                                                   for k in keys))
+    lines.insert(-1, "-" * len(lines[0]))
+    return "\n".join(lines)
 
 
 # --- parser ------------------------------------------------------------------------------------
@@ -121,10 +164,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input tile edge (legal size, see `unetkit sizes`); default: automatic")
     s.add_argument("--batch", type=int, default=1, help="tiles per forward pass")
     s.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
-    s.add_argument("--output", default="labels", help="labels (class indices) or probabilities")
+    s.add_argument("--output", default="labels",
+                   help="labels (class indices), probabilities (float32) or instances (objects)")
+    s.add_argument("--threshold", type=float, default=0.5,
+                   help="instances: foreground probability threshold")
+    s.add_argument("--method", choices=("components", "watershed"), default="components",
+                   help="instances: connected components, or a seeded watershed for touching objects")
+    s.add_argument("--min-size", type=int, default=0, help="instances: drop smaller objects (px)")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("evaluate", help="score predictions against ground truth")
+    s.add_argument("--pred", required=True, help="prediction file, stack or folder")
+    s.add_argument("--truth", required=True, help="ground-truth file, stack or folder")
+    s.add_argument("--metrics", nargs="+", default=None,
+                   help="metric names (default: pixel_error rand_error warping_error v_rand "
+                   "v_info iou dice ap50 f1_50 seg, those that apply)")
+    s.add_argument("--json", default=None, help="write {per_image, mean} to this JSON file")
+    s.add_argument("--thresholds", nargs=3, type=float, default=(0.0, 1.0, 0.1),
+                   metavar=("START", "STOP", "STEP"), help="probability threshold sweep")
+    s.add_argument("--kind", choices=("probability", "binary", "instances", "classes"),
+                   default=None, help="prediction kind (default: detected from the values)")
+    s.add_argument("--channel", type=int, default=1,
+                   help="foreground channel of a multi-channel probability map")
+    s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("sizes", help="list legal input/output tile sizes")
     s.add_argument("--depth", type=int, default=4)

@@ -4,7 +4,10 @@ Outputs are named after the input (``<out_dir>/<stem>.tif``).  A multi-page stac
 slice by slice and written as a stack with the same number of pages:
 
 - ``labels``: class indices (uint8, or uint16 beyond 255 classes), ``(H, W)`` or ``(N, H, W)``;
-- ``probabilities``: float32 softmax probabilities, ``(K, H, W)`` or ``(N, K, H, W)``.
+- ``probabilities``: float32 softmax probabilities, ``(K, H, W)`` or ``(N, K, H, W)``;
+- ``instances``: labelled objects (uint16, or uint32 beyond 65535 objects) from the foreground
+  probability ``1 - p(class 0)``: connected components of ``p > threshold``, or a seeded
+  watershed that splits touching objects (:func:`unetkit.instances.probabilities_to_instances`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 from torch import nn
 
 from . import geometry
+from .instances import probabilities_to_instances
 from .io import read_stack, write_tiff
 from .tiling import predict_tiled
 
@@ -25,7 +29,7 @@ __all__ = ["OUTPUT_KINDS", "check_predict_args", "predict_file", "output_path"]
 
 log = logging.getLogger(__name__)
 
-OUTPUT_KINDS = ("labels", "probabilities")
+OUTPUT_KINDS = ("labels", "probabilities", "instances")
 
 
 def output_path(out_dir: str | os.PathLike, input_path: str | os.PathLike) -> Path:
@@ -58,8 +62,12 @@ def predict_file(
     device: str | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    instances: dict | None = None,
 ) -> Path:
-    """Segment every slice of one image file and write ``<out_dir>/<stem>.tif``; return its path."""
+    """Segment every slice of one image file and write ``<out_dir>/<stem>.tif``; return its path.
+
+    ``instances``: options of :func:`probabilities_to_instances` (threshold, method, min_size).
+    """
     check_predict_args(model, tile, output)
     target = output_path(out_dir, path)
     if target.exists() and not overwrite:
@@ -81,11 +89,14 @@ def predict_file(
         if output == "labels":
             dtype = np.uint8 if prob.shape[0] <= 256 else np.uint16
             results.append(prob.argmax(axis=0).astype(dtype))
+        elif output == "instances":
+            labels = probabilities_to_instances(1.0 - prob[0], **(instances or {}))
+            results.append(labels.astype(np.uint16) if labels.max() < 2**16 else labels)
         else:
             results.append(prob)
-    data = results[0] if n == 1 else np.stack(results)
-    axes = {("labels", 1): "YX", ("labels", 0): "QYX",
-            ("probabilities", 1): "CYX", ("probabilities", 0): "QCYX"}[(output, int(n == 1))]
+    data = results[0] if n == 1 else np.stack(results)  # mixed uint16/uint32 stack as uint32
+    axes = ("CYX" if output == "probabilities" else "YX")
+    axes = axes if n == 1 else "Q" + axes
     write_tiff(target, data, axes=axes)
     log.info("wrote %s", target)
     return target
