@@ -144,6 +144,37 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainingInterrupted, run_config, train
+
+    device = _device(args.device) or "cpu"
+    cfg = run_config(args.out, config_file=args.config, preset_name=args.preset,
+                     overrides=args.set, seed=args.seed, minutes=args.minutes,
+                     iterations=args.iterations, resume=args.resume)
+    bar = _ProgressBar(unit="it")
+    bar.desc = "train"
+
+    def progress(step: int, total: int, info: dict) -> None:
+        bar(step, total)
+        shown = {"loss": f"{info['loss']:.4f}", "lr": f"{info['lr']:.2e}"}
+        if "val_pixel_error" in info:
+            shown["val_err"] = f"{info['val_pixel_error']:.4f}"
+        bar.bar.set_postfix(shown, refresh=False)
+
+    try:
+        run = train(cfg, args.images, args.labels, args.out, val_images=args.val_images,
+                    val_labels=args.val_labels, val_fraction=args.val_fraction,
+                    resume=args.resume, device=device, progress=progress)
+    except TrainingInterrupted as stop:
+        bar.close()
+        print(f"unetkit: {stop}", file=sys.stderr)
+        return 130 if stop.signal_name == "SIGINT" else 143
+    finally:
+        bar.close()
+    print(f"trained model: {run / 'model.safetensors'}")
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,6 +220,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--channel", type=int, default=1,
                    help="foreground channel of a multi-channel probability map")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("train", help="train a U-Net as in the paper (run folder: model, "
+                       "checkpoint, metrics.csv, curves.png)")
+    s.add_argument("--images", required=True, help="training images: folder, file or stack")
+    s.add_argument("--labels", required=True, help="labels: folder (same file names) or stack")
+    s.add_argument("--out", required=True, help="run folder")
+    s.add_argument("--val-images", default=None, help="validation images (with --val-labels)")
+    s.add_argument("--val-labels", default=None, help="validation labels")
+    s.add_argument("--val-fraction", type=float, default=None,
+                   help="hold out this fraction of the training images for validation")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--config", default=None, help="YAML configuration file")
+    g.add_argument("--preset", choices=("paper", "default"), default=None,
+                   help="paper: exactly the paper; default: trains in minutes on a CPU")
+    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a configuration value (repeatable), e.g. train.lr=1e-3")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--minutes", type=float, default=None, help="time budget (only)")
+    g.add_argument("--iterations", type=int, default=None, help="step budget (only)")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    s.add_argument("--seed", type=int, default=None, help="seed (train.seed)")
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sizes", help="list legal input/output tile sizes")
     s.add_argument("--depth", type=int, default=4)
