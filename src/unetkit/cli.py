@@ -144,6 +144,19 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _train_progress(bar: _ProgressBar):
+    """``train``'s progress callback: the bar shows loss, learning rate and validation error."""
+
+    def progress(step: int, total: int, info: dict) -> None:
+        bar(step, total)
+        shown = {"loss": f"{info['loss']:.4f}", "lr": f"{info['lr']:.2e}"}
+        if "val_pixel_error" in info:
+            shown["val_err"] = f"{info['val_pixel_error']:.4f}"
+        bar.bar.set_postfix(shown, refresh=False)
+
+    return progress
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainingInterrupted, run_config, train
 
@@ -153,14 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                      iterations=args.iterations, resume=args.resume)
     bar = _ProgressBar(unit="it")
     bar.desc = "train"
-
-    def progress(step: int, total: int, info: dict) -> None:
-        bar(step, total)
-        shown = {"loss": f"{info['loss']:.4f}", "lr": f"{info['lr']:.2e}"}
-        if "val_pixel_error" in info:
-            shown["val_err"] = f"{info['val_pixel_error']:.4f}"
-        bar.bar.set_postfix(shown, refresh=False)
-
+    progress = _train_progress(bar)
     try:
         run = train(cfg, args.images, args.labels, args.out, val_images=args.val_images,
                     val_labels=args.val_labels, val_fraction=args.val_fraction,
@@ -172,6 +178,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     print(f"trained model: {run / 'model.safetensors'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoSettings, run_demo
+
+    settings = DemoSettings(minutes=args.minutes, large_size=args.size, seed=args.seed,
+                            tta=args.tta, device=_device(args.device) or "cpu",
+                            iterations=args.iterations)
+    train_bar, predict_bar = _ProgressBar(unit="it"), _ProgressBar(unit="tile")
+    train_bar.desc, predict_bar.desc = "train", "predict"
+    try:
+        result = run_demo(args.out, settings, train_progress=_train_progress(train_bar),
+                          predict_progress=predict_bar, stage=lambda text: print(f"* {text}"))
+    finally:
+        train_bar.close()
+        predict_bar.close()
+    m = result["metrics"]
+    print(f"foreground IoU {m['iou']:.3f}, instance F1@0.5 {m['instances_f1_50']:.3f}, "
+          f"pixel error {m['pixel_error']:.4f}")
+    print(f"report: {result['report'].resolve()}")
     return 0
 
 
@@ -205,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("demo", help="train and segment built-in synthetic data, write a report")
+    s.add_argument("--out", default="unetkit-demo", help="output folder (default: unetkit-demo)")
+    s.add_argument("--minutes", type=float, default=4.0, help="training budget (default 4)")
+    s.add_argument("--iterations", type=int, default=None, help="a step budget instead")
+    s.add_argument("--size", type=int, default=4096, help="edge of the large test image")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--tta", action="store_true", help="average 8 flips/rotations at prediction")
+    s.add_argument("--device", default=None, help="cpu, cuda ... (default: cpu)")
+    s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("evaluate", help="score predictions against ground truth")
     s.add_argument("--pred", required=True, help="prediction file, stack or folder")
