@@ -26,16 +26,28 @@ class _ProgressBar:
     an error before any work prints one clean line)."""
 
     def __init__(self, unit: str = "tile") -> None:
-        self.unit, self.bar, self.desc = unit, None, ""
+        self.unit, self.bar, self._desc, self._fresh = unit, None, "", True
+
+    @property
+    def desc(self) -> str:
+        return self._desc
+
+    @desc.setter
+    def desc(self, text: str) -> None:
+        """A new description starts a new run of work (the next file): the bar starts over."""
+        self._desc, self._fresh = text, True
 
     def __call__(self, done: int, total: int) -> None:
         from tqdm.auto import tqdm
 
         if self.bar is None:
             self.bar = tqdm(desc=self.desc, unit=self.unit, dynamic_ncols=True, leave=False)
-        if self.bar.total != total:
+        if self._fresh:
             self.bar.reset(total=total)
-            self.bar.set_description(self.desc)
+            self.bar.set_description(self._desc)
+            self._fresh = False
+        elif self.bar.total != total:  # a revised estimate (time budgets): keep rate and ETA
+            self.bar.total = total
         self.bar.update(done - self.bar.n)
 
     def write(self, text: str) -> None:
