@@ -42,7 +42,7 @@ from .blocks import TileRunner, context
 from .lazyio import open_image
 from .normalize import Normalization
 
-__all__ = ["predict_dask", "require_dask", "merge_small_chunks", "LazySource"]
+__all__ = ["predict_dask", "require_dask", "merge_small_chunks", "LazySource", "model_loads"]
 
 EXTRA_HINT = "pip install 'unetkit[dask]'"
 
@@ -66,6 +66,11 @@ class _ModelBlob:
 
 _MODELS: dict[str, nn.Module] = {}  # per-process cache: digest -> model (see module docstring)
 LOADS = {"count": 0}  # how many times this process unpickled a model (tests read it)
+
+
+def model_loads() -> int:
+    """How many models this process has unpickled (``client.run(model_loads)`` per worker)."""
+    return LOADS["count"]
 
 
 def _load(blob: _ModelBlob) -> nn.Module:
