@@ -256,11 +256,16 @@ class _Log:
         FigureCanvasAgg(fig)
         ax_loss, ax_val = fig.subplots(1, 2)
         if steps.size:
-            ax_loss.plot(steps, loss, color="0.75", lw=0.6, label="loss per step")
             k = max(1, steps.size // 50)
-            smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
-            ax_loss.plot(steps[k - 1:], smooth, color="C0", lw=1.5, label=f"mean of {k} steps")
+            ax_loss.plot(steps, loss, color="0.75" if k > 1 else "C0", lw=0.6, label="loss per step")
+            if k > 1:
+                smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+                ax_loss.plot(steps[k - 1:], smooth, color="C0", lw=1.5, label=f"mean of {k} steps")
             ax_loss.set_yscale("log")
+            ax_lr = ax_loss.twinx()
+            ax_lr.plot(steps, [float(r["lr"]) for r in self.rows], color="C3", lw=1, ls="--")
+            ax_lr.set_ylabel("learning rate (dashed)", color="C3")
+            ax_lr.set_ylim(bottom=0)
         ax_loss.set(xlabel="step", ylabel="weighted cross entropy", title="training loss")
         ax_loss.legend(loc="upper right")
         val = [r for r in self.rows if r["val_pixel_error"]]
@@ -268,7 +273,7 @@ class _Log:
             vs = [int(r["step"]) for r in val]
             ax_val.plot(vs, [float(r["val_pixel_error"]) for r in val], "o-", label="pixel error")
             ax_val.plot(vs, [float(r["val_iou"]) for r in val], "s-", label="foreground IoU")
-            ax_val.legend(loc="center right")
+            ax_val.legend(loc="best")
         else:
             ax_val.text(0.5, 0.5, "no validation data", ha="center", va="center",
                         transform=ax_val.transAxes)
@@ -419,6 +424,9 @@ def train(config: Config, images, labels, out_dir, *, val_images=None, val_label
     m, t = cfg.model, cfg.train
     geometry.check_input_size(t.tile_size, m.depth, m.padding)
     out_size = geometry.output_size(t.tile_size, m.depth, m.padding)
+    if t.warmup_iterations >= t.iterations:
+        log.warning("train.warmup_iterations (%d) >= train.iterations (%d): the learning rate "
+                    "never reaches train.lr", t.warmup_iterations, t.iterations)
     ckpt = None
     if resume:
         ckpt = load_checkpoint(out / CHECKPOINT)
@@ -480,7 +488,7 @@ def _loop(run: _Run, sampler: TileSampler, val_items: list[Prepared], history: _
             if scheduled and val_items:
                 row.update(run.validate(val_items))
                 model.train()
-            if scheduled or flag["signal"]:  # a signal saves at once, without validating
+            if scheduled:
                 run.save(with_val=bool(val_items))
                 saved_at = step
             history.add(row)
@@ -491,7 +499,10 @@ def _loop(run: _Run, sampler: TileSampler, val_items: list[Prepared], history: _
                     "loss": value, "lr": lr, "elapsed": run.elapsed,
                     "data_wait": data.wait_seconds, "data_prep": data.prep_seconds,
                     **run.last_val})
-            if flag["signal"]:
+            if flag["signal"]:  # save at once, without validating, and stop
+                if saved_at != step:
+                    run.save(with_val=bool(val_items))
+                    history.plot(run.out / CURVES)
                 raise TrainingInterrupted(flag["signal"], step, run.out)
     if not (run.out / CHECKPOINT).exists():  # internal: the last step always saves
         run.save(with_val=bool(val_items))

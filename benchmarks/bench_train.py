@@ -1,0 +1,87 @@
+"""Training speed: iterations/s of the paper network and of the default one, and where a step's
+time goes: data preparation (augmentation of the tile, its target and weights, in the background
+thread) versus forward/backward, and how long the loop actually waited for data.
+
+Targets and weight maps are built once per image before training (timed separately); each step
+then needs one augmented tile.  ``prep share`` = background preparation time / step time
+(the work that overlaps with compute); ``wait share`` = time the loop blocked on the data queue /
+step time (what the overlap failed to hide).  The first step (allocation warm-up) is excluded.
+
+Data: ISBI 2012 slices (../shared/data/isbi2012) when present, else synthetic 512x512 cells.
+Usage: ``python benchmarks/bench_train.py [--paper-steps 5] [--default-steps 150]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from unetkit import geometry
+from unetkit.dataset import load_pairs, prepare, training_normalization
+from unetkit.synthetic import write_dataset
+from unetkit.train import run_config, train
+
+ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
+
+
+def _data(work: Path) -> tuple[Path, Path, str]:
+    if ISBI.is_dir():
+        return ISBI / "images", ISBI / "labels", "ISBI 2012 (30 slices 512x512)"
+    write_dataset(work / "cells", 8, (512, 512), seed=0)
+    return work / "cells" / "images", work / "cells" / "labels", "synthetic cells (8 x 512x512)"
+
+
+def _measure(name: str, preset: str, steps: int, images: Path, labels: Path, work: Path) -> dict:
+    cfg = run_config(work / name, preset_name=preset, iterations=steps,
+                     overrides=["train.val_interval=1000000", "train.warmup_iterations=0"])
+    rec: dict[int, dict] = {}
+    train(cfg, images, labels, work / name, progress=lambda s, total, info: rec.update({s: info}))
+    first, last = rec[1], rec[steps]
+    n = steps - 1
+    step_s = (last["elapsed"] - first["elapsed"]) / n
+    prep_s = (last["data_prep"] - first["data_prep"]) / n
+    wait_s = (last["data_wait"] - first["data_wait"]) / n
+    t = cfg.train
+    return {"name": name, "tile": f"{t.tile_size}->{geometry.output_size(t.tile_size)}",
+            "channels": cfg.model.base_channels, "it_s": 1 / step_s, "step_s": step_s,
+            "prep_s": prep_s, "wait_s": wait_s, "steps": n,
+            "gflop": 3 * geometry.conv_flops(t.tile_size, 4, cfg.model.base_channels) / 1e9}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--paper-steps", type=int, default=5)
+    ap.add_argument("--default-steps", type=int, default=150)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    images, labels, what = _data(work)
+    cfg = run_config(work, preset_name="default")
+    pairs = load_pairs(images, labels)
+    t0 = time.perf_counter()
+    prepare(pairs, cfg, training_normalization("per_image", pairs))
+    targets_s = (time.perf_counter() - t0) / len(pairs)
+    load = os.getloadavg()
+    rows = [_measure("paper", "paper", args.paper_steps, images, labels, work),
+            _measure("default", "default", args.default_steps, images, labels, work)]
+    load_after = os.getloadavg()
+    print(f"# {what}; {os.cpu_count()} CPUs; load average {load[0]:.2f} before, "
+          f"{load_after[0]:.2f} after; targets + weights once per image: {targets_s * 1e3:.0f} ms")
+    print("# prep = augmentation in the background thread; wait = loop blocked on the queue; "
+          "fwd/bwd = step - wait; ~GFLOP/s = 3 x forward conv FLOPs / step")
+    head = (f"{'network':8} {'ch':>3} {'tile':>9} {'steps':>5} {'it/s':>7} {'s/step':>7} "
+            f"{'prep ms':>8} {'prep %':>7} {'wait ms':>8} {'wait %':>7} {'fwd/bwd %':>9} "
+            f"{'GFLOP/s':>8}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['name']:8} {r['channels']:3d} {r['tile']:>9} {r['steps']:5d} {r['it_s']:7.2f} "
+              f"{r['step_s']:7.3f} {r['prep_s'] * 1e3:8.1f} {100 * r['prep_s'] / r['step_s']:7.1f} "
+              f"{r['wait_s'] * 1e3:8.1f} {100 * r['wait_s'] / r['step_s']:7.1f} "
+              f"{100 * (1 - r['wait_s'] / r['step_s']):9.1f} {r['gflop'] / r['step_s']:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
