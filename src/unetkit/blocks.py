@@ -27,7 +27,12 @@ from . import geometry
 from .normalize import Normalization
 from .tiling import _as_chw, _forward_tta, _model_geometry, choose_tile_size, read_window
 
-__all__ = ["TileRunner", "region_tiles", "context", "affine_for"]
+__all__ = ["TileRunner", "region_tiles", "context", "affine_for", "STREAM_MEMORY_BUDGET"]
+
+# Activation budget of the automatic tile when streaming: well under predict_tiled's 2 GiB, so
+# that a large image gets the same tile whatever its size (flat peak memory, < 2 GB for the
+# default 16-channel model with torch itself), at ~5 % more margin overhead than the largest tile.
+STREAM_MEMORY_BUDGET = 512 * 2**20
 
 
 def context(depth: int, padding: str, halo: int) -> int:
@@ -72,7 +77,8 @@ def affine_for(model: nn.Module, src: Any, normalization: Normalization | dict |
 class TileRunner:
     """Runs batches of tiles of one model: read mirrored windows, normalise, forward, crop.
 
-    ``tile_size`` None: chosen per image shape as ``predict_tiled`` does (``choose_tile_size``).
+    ``tile_size`` None: the cheapest legal tile for the image shape under ``memory_budget``
+    (``choose_tile_size``, as ``predict_tiled`` does with its own budget).
     """
 
     model: nn.Module
@@ -82,6 +88,7 @@ class TileRunner:
     softmax: bool = True
     device: str | torch.device | None = None
     halo: int | None = None
+    memory_budget: int = STREAM_MEMORY_BUDGET
 
     def __post_init__(self) -> None:
         depth, padding, self.in_channels, self.num_classes, self.base = _model_geometry(self.model)
@@ -106,7 +113,8 @@ class TileRunner:
         """The tile size for an (H, W) image: the given one, or ``predict_tiled``'s choice."""
         if self.tile_size is None:
             self.tile_size = choose_tile_size(shape, self.depth, self.base, self.padding,
-                                              self.batch_size, halo=self.halo,
+                                              self.batch_size, self.memory_budget,
+                                              halo=self.halo,
                                               in_channels=self.in_channels,
                                               num_classes=self.num_classes)
         return self.tile_size

@@ -110,6 +110,15 @@ class Sink:
         _create_store(store, run, shape, dtype, chunks, scale, units)
         return cls(path, store, fmt, run, set())
 
+    @staticmethod
+    def recorded(path: str | Path) -> dict | None:
+        """The run record of an interrupted output at ``path``, or None."""
+        path = Path(path)
+        store = path.with_name(path.name + ".partial.zarr") if output_format(path) == "tiff" \
+            else path
+        record = store / PROGRESS / "run.json"
+        return json.loads(record.read_text()) if record.is_file() else None
+
     def is_done(self, unit: str) -> bool:
         return unit in self.done
 

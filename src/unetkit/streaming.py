@@ -24,7 +24,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from torch import nn
@@ -35,7 +35,8 @@ from .normalize import Normalization
 from .sinks import Sink
 from .stitch import label_blocks
 
-__all__ = ["predict_to_file", "model_digest", "OutputLayout", "STREAM_OUTPUTS"]
+__all__ = ["predict_to_file", "open_run", "label_planes", "model_digest", "OutputLayout",
+           "STREAM_OUTPUTS"]
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +129,45 @@ def predict_to_file(
 
     Returns the output path.  Raises ValueError for bad arguments, inputs and existing outputs.
     """
+    prepared = open_run(model, source, out, output=output, axes=axes, tile_size=tile_size,
+                        batch_size=batch_size, tta=tta, device=device,
+                        normalization=normalization, resume=resume, overwrite=overwrite,
+                        threshold=threshold, min_size=min_size, method=method)
+    if prepared.sink is None:
+        return Path(out)
+    image, runner, layout, sink = prepared
+    try:
+        _predict_planes(runner, image, runner.plan(image.yx), layout, sink, output,
+                        normalization, threshold, progress)
+        if output == "instances":
+            label_planes(sink, image, layout, min_size)
+    except BaseException:
+        sink.close()
+        raise
+    return sink.finish()
+
+
+class Prepared(NamedTuple):
+    image: LazyImage
+    runner: TileRunner
+    layout: OutputLayout
+    sink: Sink | None  # None: the output is already complete (resume)
+
+
+def open_run(model: nn.Module, source: Any, out: str | os.PathLike, *, output: str,
+             axes: str | None, tile_size: int | None, batch_size: int, tta: bool, device: Any,
+             normalization: Any, resume: bool, overwrite: bool, threshold: float,
+             min_size: int, method: str) -> Prepared:
+    """Check the arguments, open the input and create (or reopen, ``resume``) the output."""
     if output not in STREAM_OUTPUTS:
         raise ValueError(f"unknown output {output!r}; choose from {', '.join(STREAM_OUTPUTS)}")
     if output == "instances" and method != "components":
         raise ValueError("streamed instances support method 'components' only (exact across "
                          "tiles); a watershed needs the whole image, see docs/large-images.md")
     image = open_image(source, axes)
+    recorded = Sink.recorded(out) if resume else None
+    if tile_size is None and recorded is not None:  # resuming without --tile: the recorded one
+        tile_size = recorded.get("tile_size")
     runner = TileRunner(model, tile_size, batch_size, tta, softmax=True, device=device)
     if image.channels != runner.in_channels:
         raise ValueError(f"{image.name}: image has {image.channels} channel(s) (axes "
@@ -141,28 +175,14 @@ def predict_to_file(
                          f"{runner.in_channels}")
     if runner.num_classes < 2 and output != "probabilities":
         raise ValueError(f"output {output!r} needs a model with at least 2 classes")
-    plan = runner.plan(image.yx)
+    runner.resolve_tile(image.yx)
     layout = OutputLayout(image, output, runner.num_classes, runner.stride)
     inst = {"threshold": threshold, "min_size": min_size}
     run = _run_record(model, image, output, runner, normalization, inst, layout)
-    check = CHECKED if tile_size is not None else tuple(k for k in CHECKED if k != "tile_size")
     sink = Sink.open(out, run, shape=layout.shape, dtype=layout.dtype, chunks=layout.chunks,
                      scale=image.scale, units=image.units, resume=resume, overwrite=overwrite,
-                     check=check)
-    if sink is None:
-        return Path(out)
-    try:
-        if sink.run["tile_size"] != runner.tile_size:  # resumed without --tile: the recorded one
-            runner = TileRunner(model, sink.run["tile_size"], batch_size, tta, device=device)
-            plan = runner.plan(image.yx)
-        _predict_planes(runner, image, plan, layout, sink, output, normalization, threshold,
-                        progress)
-        if output == "instances":
-            _label_planes(sink, image, layout, min_size)
-    except BaseException:
-        sink.close()
-        raise
-    return sink.finish()
+                     check=CHECKED)
+    return Prepared(image, runner, layout, sink)
 
 
 def _predict_planes(runner: TileRunner, image: LazyImage, plan: list, layout: OutputLayout,
@@ -223,10 +243,11 @@ class _PlaneOut:
         self.array[self.layout.index(self.plane, *key)] = value
 
 
-def _label_planes(sink: Sink, image: LazyImage, layout: OutputLayout, min_size: int) -> None:
+def label_planes(sink: Sink, image: LazyImage, layout: OutputLayout, min_size: int) -> None:
     """Connected components across tiles, plane by plane, from the scratch mask."""
     mask = sink.scratch("mask", (0,), np.uint8, (1,))
-    block = (layout.chunks[layout.axes.index("Y")], layout.chunks[layout.axes.index("X")])
+    chunks = sink.array.chunks
+    block = (chunks[layout.axes.index("Y")], chunks[layout.axes.index("X")])
     for p, plane in enumerate(np.ndindex(*image.plane_shape)):
         n = label_blocks(_PlaneIn(mask, p), _PlaneOut(sink.array, layout, plane), block, min_size)
         log.info("plane %s: %d objects", plane, n)
