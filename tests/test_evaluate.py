@@ -96,3 +96,29 @@ def test_predict_instances_output(tmp_path, rng):
                  "--out", str(tmp_path / "o"), "--output", "instances", "--threshold", "0.4"]) == 0
     inst = tifffile.imread(tmp_path / "o" / "img.tif")
     assert inst.dtype == np.uint16 and inst.shape == (64, 64) and inst.max() == 1
+
+
+def test_predict_instances_watershed_splits_touching(tmp_path):
+    # a stand-in network whose foreground probability is the (float) image itself
+    from unetkit.predict import predict_file
+
+    class Passthrough(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = UNet(base_channels=2).config
+            self.meta = {"normalization": {"mode": "none"}}
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):  # logits whose softmax foreground equals the centre crop of x
+            p = x[..., 92:-92, 92:-92].clamp(1e-6, 1 - 1e-6)
+            return torch.cat([torch.log(1 - p), torch.log(p)], 1)
+
+    yy, xx = np.mgrid[:60, :80]
+    two = (((yy - 30) ** 2 + (xx - 28) ** 2 <= 144) | ((yy - 30) ** 2 + (xx - 50) ** 2 <= 144))
+    prob = two.astype(np.float32) * 0.98 + 0.01
+    tifffile.imwrite(tmp_path / "two.tif", prob)
+    comp = predict_file(Passthrough(), tmp_path / "two.tif", tmp_path / "c", output="instances")
+    ws = predict_file(Passthrough(), tmp_path / "two.tif", tmp_path / "w", output="instances",
+                      instances={"method": "watershed", "threshold": 0.5, "min_size": 5})
+    assert tifffile.imread(comp).max() == 1  # touching disks merge as one component
+    assert tifffile.imread(ws).max() == 2  # the watershed splits them

@@ -198,7 +198,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = DemoSettings(minutes=args.minutes, large_size=args.size, seed=args.seed,
                             tta=args.tta, device=_device(args.device) or "cpu",
-                            iterations=args.iterations)
+                            iterations=args.iterations, train_images=args.train_images,
+                            image_size=args.image_size)
     train_bar, predict_bar = _ProgressBar(unit="it"), _ProgressBar(unit="tile")
     train_bar.desc, predict_bar.desc = "train", "predict"
     try:
@@ -250,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--minutes", type=float, default=4.0, help="training budget (default 4)")
     s.add_argument("--iterations", type=int, default=None, help="a step budget instead")
     s.add_argument("--size", type=int, default=4096, help="edge of the large test image")
+    s.add_argument("--train-images", type=int, default=24, help="synthetic training images")
+    s.add_argument("--image-size", type=int, default=384, help="edge of the training images")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--tta", action="store_true", help="average 8 flips/rotations at prediction")
     s.add_argument("--device", default=None, help="cpu, cuda ... (default: cpu)")
