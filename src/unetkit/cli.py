@@ -61,6 +61,24 @@ class _ProgressBar:
             self.bar.close()
 
 
+class _TileBar(_ProgressBar):
+    """Tiles done of total with ETA and megapixels per second: ``progress(done, total, px)``
+    (``px``: output pixels written by this run; on a resume the bar starts at the tiles already
+    done, and rate and ETA count this run's work only)."""
+
+    def __call__(self, done: int, total: int, pixels: int = 0) -> None:
+        import time
+
+        first = self.bar is None
+        super().__call__(done, total)
+        if first:
+            self.bar.initial = self.bar.n = self.bar.last_print_n = done
+            self._t0 = time.perf_counter()
+        elif pixels:
+            rate = pixels / 1e6 / max(time.perf_counter() - self._t0, 1e-9)
+            self.bar.set_postfix_str(f"{rate:.2f} Mpx/s")
+
+
 def _device(name: str | None) -> str | None:
     import torch
 
@@ -99,6 +117,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     device = _device(args.device)
     model = load_model(args.model, device=device or "cpu")
     check_predict_args(model, args.tile, args.output)
+    if _streamed(args):
+        return _predict_streamed(args, model, device)
     files = [f for path in args.input for f in image_files(path)]
     bar = _ProgressBar()
     try:
@@ -110,6 +130,60 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                   instances={"threshold": args.threshold, "method": args.method,
                                              "min_size": args.min_size})
             bar.write(f"{f} -> {target}")
+    finally:
+        bar.close()
+    return 0
+
+
+def _streamed(args: argparse.Namespace) -> bool:
+    """``--out`` names one output file (.ome.zarr, .zarr, .tif, .tiff): stream to it."""
+    from .sinks import output_format
+
+    try:
+        output_format(args.out)
+    except ValueError:
+        if args.resume or args.axes or args.dask_scheduler:
+            raise CLIError("--resume, --axes and --dask-scheduler need --out FILE ending in "
+                           ".ome.zarr, .zarr, .tif or .tiff") from None
+        return False
+    return True
+
+
+def _predict_streamed(args: argparse.Namespace, model, device: str | None) -> int:
+    """One input streamed tile by tile into one output file (docs/large-images.md)."""
+    from pathlib import Path
+
+    from .streaming import predict_to_file
+
+    if len(args.input) != 1:
+        raise CLIError(f"--out {args.out} takes one --input (a TIFF, Zarr or OME-Zarr image), "
+                       f"got {len(args.input)}")
+    source = args.input[0]
+    kwargs = dict(output=args.output, axes=args.axes, tile_size=args.tile, batch_size=args.batch,
+                  tta=args.tta, resume=args.resume, overwrite=args.overwrite,
+                  threshold=args.threshold, min_size=args.min_size, method=args.method)
+    bar = _TileBar()
+    bar.desc = Path(source).name
+    try:
+        if args.dask_scheduler:
+            try:
+                from distributed import Client
+
+                from .daskpred import predict_to_file_dask
+            except ImportError:
+                raise CLIError("--dask-scheduler needs dask: pip install 'unetkit[dask]'") from None
+            bar.unit = "block"
+            with Client(args.dask_scheduler) as client:
+                target = predict_to_file_dask(model, source, args.out, client, progress=bar,
+                                              **kwargs)
+        else:
+            target = predict_to_file(model, source, args.out, device=device, progress=bar,
+                                     **kwargs)
+        bar.write(f"{source} -> {target}")
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"unetkit: {args.out} is partial; finish it with --resume", file=sys.stderr)
+        raise
     finally:
         bar.close()
     return 0
@@ -230,7 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("predict", help="segment images with a trained model")
     s.add_argument("--model", required=True, help="model file (.safetensors)")
     s.add_argument("--input", required=True, nargs="+", help="image files, stacks or folders")
-    s.add_argument("--out", required=True, help="output folder (TIFF per input, same base name)")
+    s.add_argument("--out", required=True,
+                   help="output folder (TIFF per input, same base name), or one output FILE "
+                        "ending in .ome.zarr/.zarr/.tif/.tiff: streamed tile by tile from one "
+                        "large input (TIFF, Zarr, OME-Zarr), resumable")
     s.add_argument("--tile", type=int, default=None,
                    help="input tile edge (legal size, see `unetkit sizes`); default: automatic")
     s.add_argument("--batch", type=int, default=1, help="tiles per forward pass")
@@ -244,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-size", type=int, default=0, help="instances: drop smaller objects (px)")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    s.add_argument("--resume", action="store_true",
+                   help="--out FILE: finish an interrupted run, computing only unfinished tiles")
+    s.add_argument("--axes", default=None,
+                   help="--out FILE: the input's axes when its metadata lacks them (ZYX, TCYX...)")
+    s.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                   help="--out FILE: run on this dask.distributed cluster (tcp://host:8786); "
+                        "input and output on a file system the workers share")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("demo", help="train and segment built-in synthetic data, write a report")
