@@ -53,7 +53,12 @@ class DemoSettings:
     kind: str = "nuclei"  # synthetic.make_cells preset
     seed: int = 0
     tta: bool = False
-    instance_method: str = "components"  # separation borders make touching nuclei separate
+    # instances: a seeded watershed splits touching nuclei whose separating border the network
+    # has not fully learned in minutes; fragments under 30 px (the smallest nuclei have ~170 px)
+    # are noise.  Measured on the demo's image after 800 steps: F1@0.5 0.675 with plain
+    # components -> 0.814 with min_size 30 -> 0.849 with the watershed as well.
+    instance_method: str = "watershed"
+    min_size: int = 30
     device: str = "cpu"
     iterations: int | None = None  # a step budget instead of minutes (tests)
 
@@ -104,7 +109,7 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings = DemoSettings()
     prob = predict_tiled(model, image, tta=s.tta, device=s.device, progress=predict_progress)
     t_predict = time.perf_counter() - t2
     fg = 1.0 - prob[0]
-    instances = probabilities_to_instances(fg, method=s.instance_method)
+    instances = probabilities_to_instances(fg, method=s.instance_method, min_size=s.min_size)
     write_tiff(out / "prediction_instances.tif", instances, axes="YX")
 
     say("scoring")
