@@ -31,7 +31,9 @@ oversubscribing the cores.  Workers need unetkit installed.
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,8 +43,10 @@ from torch import nn
 from .blocks import TileRunner, context
 from .lazyio import open_image
 from .normalize import Normalization
+from .streaming import label_planes, open_run
 
-__all__ = ["predict_dask", "require_dask", "merge_small_chunks", "LazySource", "model_loads"]
+__all__ = ["predict_dask", "require_dask", "merge_small_chunks", "LazySource", "model_loads",
+           "predict_to_file_dask"]
 
 EXTRA_HINT = "pip install 'unetkit[dask]'"
 
@@ -229,3 +233,94 @@ class LazySource:
         if self._image is None:
             self._image = open_image(self.path, self.axes_arg)
         return np.asarray(self._image.array[key])
+
+
+def predict_to_file_dask(model: nn.Module, source: str | Any, out: Any, client: Any, *,
+                         output: str = "labels", axes: str | None = None,
+                         tile_size: int | None = None, block: int = 2048, batch_size: int = 1,
+                         tta: bool = False, normalization: Any = None, resume: bool = False,
+                         overwrite: bool = False, threshold: float = 0.5, min_size: int = 0,
+                         method: str = "components", progress: Any = None) -> Any:
+    """:func:`unetkit.streaming.predict_to_file` on a ``dask.distributed`` cluster.
+
+    Workers read the input file and write their blocks of the output themselves, so ``source``
+    and ``out`` must be on a file system every worker sees.  Units of work (and of resume) are
+    output blocks of about ``block`` px (a multiple of the output chunk); the client logs each
+    block after its write task has finished.  ``progress(blocks_done, blocks_total, pixels)``.
+    """
+    from dask.distributed import as_completed
+
+    da = require_dask()
+    if not isinstance(source, (str, os.PathLike)):
+        raise ValueError("on a cluster the input must be a file path the workers can read")
+    prepared = open_run(model, source, out, output=output, axes=axes, tile_size=tile_size,
+                        batch_size=batch_size, tta=tta, device=None,
+                        normalization=normalization, resume=resume, overwrite=overwrite,
+                        threshold=threshold, min_size=min_size, method=method)
+    if prepared.sink is None:
+        return Path(out)
+    image, runner, layout, sink = prepared
+    try:
+        step = max(1, block // runner.stride) * runner.stride  # whole output chunks per block
+        lazy = LazySource(str(source), image.axes)
+        arr = da.from_array(lazy, chunks=_input_chunks(image, step), name=False)
+        planes = list(np.ndindex(*image.plane_shape))
+        target = sink.array if output != "instances" else sink.scratch(
+            "mask", (len(planes), *image.yx), np.uint8,
+            (1, min(runner.stride, image.yx[0]), min(runner.stride, image.yx[1])))
+        tasks, units, pixels = [], {}, {}
+        for p, plane in enumerate(planes):
+            pending = [(y, x) for y in range(0, image.yx[0], step)
+                       for x in range(0, image.yx[1], step) if not sink.is_done(f"{p} {y} {x}")]
+            if not pending:
+                continue
+            res = _plane_result(model, arr, image, plane, runner, step, output, normalization,
+                                threshold)
+            for y, x in pending:
+                ys, xs = slice(y, y + step), slice(x, x + step)
+                region = (p, ys, xs) if output == "instances" else layout.index(plane, ys, xs)
+                piece = res[..., ys, xs]
+                task = da.store(piece, target, regions=region, lock=False, compute=False)
+                units[len(tasks)] = f"{p} {y} {x}"
+                pixels[len(tasks)] = piece.shape[-2] * piece.shape[-1]
+                tasks.append(task)
+        total = len(planes) * len(range(0, image.yx[0], step)) * len(range(0, image.yx[1], step))
+        done, px = total - len(tasks), 0
+        if progress is not None:
+            progress(done, total, 0)
+        futures = client.compute(tasks)
+        which = {f.key: i for i, f in enumerate(futures)}
+        for fut in as_completed(futures):
+            fut.result()  # raises a worker's error here
+            i = which[fut.key]
+            sink.mark(units[i])
+            done, px = done + 1, px + pixels[i]
+            if progress is not None:
+                progress(done, total, px)
+        if output == "instances":
+            label_planes(sink, image, layout, min_size)
+    except BaseException:
+        sink.close()
+        raise
+    return sink.finish()
+
+
+def _input_chunks(image: Any, block: int) -> tuple[int, ...]:
+    """Dask chunks of the input: whole channels, one plane, ``block`` px in Y and X."""
+    return tuple(image.channels if a == "C" else block if a in "YX" else 1 for a in image.axes)
+
+
+def _plane_result(model: nn.Module, arr: Any, image: Any, plane: tuple[int, ...],
+                  runner: TileRunner, step: int, output: str, normalization: Any,
+                  threshold: float) -> Any:
+    """Lazy output of one plane: (K, H, W) probabilities, (H, W) labels or a uint8 mask."""
+    where = dict(zip(image.plane_axes, plane))
+    sel = tuple(where.get(a, slice(None)) for a in image.axes)
+    kept = [a for a in image.axes if a not in where]
+    x = arr[sel].transpose([kept.index(a) for a in "CYX" if a in kept])  # (C, H, W) or (H, W)
+    kind = "labels" if output == "labels" else "probabilities"
+    res = predict_dask(model, x, tile_size=runner.tile_size, batch_size=runner.batch_size,
+                       tta=runner.tta, normalization=normalization, output=kind)
+    if output == "instances":
+        return ((1.0 - res[0]) > threshold).astype(np.uint8)
+    return res
