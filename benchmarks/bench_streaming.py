@@ -12,7 +12,22 @@ The default model is `config.preset("default")` (16 base channels).  On a 2-core
 ~0.1-0.2 Mpx/s, so 20000^2 (400 Mpx) would take about an hour: that case uses 2 base channels
 (same depth, same 92 px margin, same tiling and I/O paths; the activations per tile are what
 shrink), and the table says so.  Memory is flat in the image size when the peak does not grow
-from 2000^2 to 20000^2 at equal base channels: both small-model rows are printed for that.
+from 2000^2 to 20000^2 at equal base channels and equal tile: all cases use one tile (``--tile``,
+default 1196, the automatic choice for the default model on large images; ``--tile 0`` lets each
+case choose, and small models then pick larger tiles for larger images, up to the 512 MiB
+activation budget of streaming).
+
+Measured on the shared 2-core CPU (2026-11, other jobs running, so rates are rough):
+
+           image base ch  tiles  seconds  Mpx/s RSS before  peak RSS
+     2000 x 2000       16      4      8.4   0.47     304 MiB   928 MiB
+     8000 x 8000       16     64    115.9   0.55     302 MiB  1022 MiB
+     2000 x 2000        2      4      2.2   1.82     303 MiB   430 MiB
+     8000 x 8000        2     64     13.9   4.61     302 MiB   468 MiB
+    20000 x 20000       2    400     22.9  17.49     304 MiB   460 MiB
+
+With ``--tile 0`` (automatic tile per case) the 2-channel model chose 2188/2860/3052 px tiles and
+peaked at 629/1076/1195 MiB: still bounded by the budget, not by the image.
 """
 
 from __future__ import annotations
@@ -39,6 +54,7 @@ CHILD = textwrap.dedent(
                 return int(line.split()[1]) * 1024
 
     n, base, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    tile = int(sys.argv[4]) or None
     torch.set_num_threads(2)
     arr = zarr.create_array(folder + "/in.zarr", shape=(n, n), chunks=(1024, 1024), dtype="uint8")
     yy = np.arange(1024)[:, None]
@@ -57,7 +73,7 @@ CHILD = textwrap.dedent(
     tiles = {}
     t0 = time.perf_counter()
     predict_to_file(model, folder + "/in.zarr", folder + "/out.ome.zarr", output="labels",
-                    progress=lambda d, t, p: tiles.update(total=t))
+                    tile_size=tile, progress=lambda d, t, p: tiles.update(total=t))
     dt = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"n": n, "base": base, "seconds": dt, "tiles": tiles.get("total"),
@@ -66,9 +82,9 @@ CHILD = textwrap.dedent(
 )
 
 
-def run_case(n: int, base: int) -> dict:
+def run_case(n: int, base: int, tile: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_streaming_") as folder:
-        res = subprocess.run([sys.executable, "-c", CHILD, str(n), str(base), folder],
+        res = subprocess.run([sys.executable, "-c", CHILD, str(n), str(base), folder, str(tile)],
                              capture_output=True, text=True, check=False)
     if res.returncode:
         raise SystemExit(f"case {n}^2 base {base} failed:\n{res.stderr[-3000:]}")
@@ -79,16 +95,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=None)
     p.add_argument("--base", type=int, default=None, help="base channels for every case")
+    p.add_argument("--tile", type=int, default=1196,
+                   help="input tile for every case (default 1196: the automatic choice for the "
+                        "default model on large images); 0 = automatic per case")
     args = p.parse_args()
     if args.sizes:
         cases = [(n, args.base or 16) for n in args.sizes]
     else:
         cases = [(2000, 16), (8000, 16), (2000, 2), (8000, 2), (20000, 2)]
+    print(f"# tile {args.tile or 'automatic'}; CPU threads 2")
     print(f"{'image':>12} {'base ch':>7} {'tiles':>6} {'seconds':>8} {'Mpx/s':>6} "
           f"{'RSS before':>10} {'peak RSS':>9}")
     t_start = time.perf_counter()
     for n, base in cases:
-        r = run_case(n, base)
+        r = run_case(n, base, args.tile)
         mpx = n * n / 1e6 / r["seconds"]
         print(f"{n:>5} x {n:<5} {base:>7} {r['tiles']:>6} {r['seconds']:>8.1f} {mpx:>6.2f} "
               f"{r['rss_before'] / 2**20:>7.0f} MiB {r['peak'] / 2**20:>5.0f} MiB", flush=True)
