@@ -232,3 +232,23 @@ def test_bad_outputs_and_inputs(net, tmp_path):
     out = predict_to_file(net, np.zeros((30, 30), np.uint8), tmp_path / "o.zarr")
     run = zarr.open_group(str(out), mode="r").attrs["unetkit"]
     assert json.loads(json.dumps(run))["output"] == "labels"
+
+
+def test_open_ome_zarr_v05_and_plain_zarr_dimension_names(tmp_path):
+    root = zarr.open_group(str(tmp_path / "v5.ome.zarr"), mode="w", zarr_format=3)
+    arr = root.create_array("s0", shape=(3, 2, 20, 30), dtype="uint8", chunks=(1, 1, 20, 30))
+    axes = [{"name": "t", "type": "time", "unit": "second"}, {"name": "c", "type": "channel"},
+            {"name": "y", "type": "space", "unit": "micrometer"},
+            {"name": "x", "type": "space", "unit": "micrometer"}]
+    root.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": [
+        {"path": "s0", "coordinateTransformations": [{"type": "scale",
+                                                      "scale": [2.0, 1.0, 0.5, 0.5]}]}]}]}
+    img = open_image(tmp_path / "v5.ome.zarr")
+    assert img.axes == "TCYX" and img.shape == (3, 2, 20, 30) and img.channels == 2
+    assert img.scale == {"T": 2.0, "Y": 0.5, "X": 0.5} and img.units["X"] == "micrometer"
+    assert img.plane((1,)).shape == (2, 20, 30)
+    arr = zarr.create_array(str(tmp_path / "named.zarr"), shape=(4, 20, 30), dtype="uint8",
+                            chunks=(1, 20, 30), dimension_names=("z", "y", "x"))
+    arr[2] = 7
+    img = open_image(tmp_path / "named.zarr")
+    assert img.axes == "ZYX" and (img.plane((2,))[:, 3:5, :] == 7).all()
