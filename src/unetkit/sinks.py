@@ -169,6 +169,12 @@ def _create_store(store: Path, run: dict, shape: tuple[int, ...], dtype: Any,
     zarr = require_zarr()
     if store.exists():
         raise ValueError(f"{store}: exists (use --overwrite to replace it)")
+    # built beside the target and renamed into place: a kill during creation leaves no
+    # half-made output that would look complete or crash a resume
+    final, store = store, store.with_name(f".{store.name}.creating")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if store.exists():
+        shutil.rmtree(store)
     root = zarr.open_group(str(store), mode="w", zarr_format=2)
     root.create_array("0", shape=shape, dtype=dtype, chunks=chunks, fill_value=0,
                       chunk_key_encoding={"name": "v2", "separator": "/"})
@@ -194,6 +200,7 @@ def _create_store(store: Path, run: dict, shape: tuple[int, ...], dtype: Any,
     root.attrs.update(attrs)
     (store / PROGRESS).mkdir()
     (store / PROGRESS / "run.json").write_text(json.dumps(run, indent=1))
+    store.rename(final)
 
 
 def _tiff_tiles(array: Any, tile: int) -> Iterator[np.ndarray]:
