@@ -7,8 +7,8 @@ import unetkit
 
 PKG = Path(unetkit.__file__).parent
 NO_TORCH = {"geometry", "io", "normalize", "metrics", "topology", "matching", "instances", "isbi",
-            "evaluate", "config",
-            "targets", "synthetic", "partition"}
+            "evaluate", "config", "lazyio", "sinks", "stitch", "report", "targets", "synthetic",
+            "partition"}
 
 
 def _imports():
@@ -59,3 +59,13 @@ def test_no_cycles():
 
     for m in graph:
         visit(m, [])
+
+
+def test_core_import_needs_no_dask_or_zarr():
+    import subprocess
+    import sys
+
+    code = ("import sys; import unetkit; "
+            "print(sorted(m for m in ('dask', 'zarr', 'distributed') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -5,19 +5,25 @@
 - model files: :func:`save_model`, :func:`load_model` (safetensors + JSON header);
 - training targets: :func:`weight_map` (paper Eq. 2), :func:`build_targets`;
 - metrics: :func:`evaluate_arrays` (ISBI 2012, instance, semantic), :func:`isbi_metrics`;
-- instances: :func:`probabilities_to_instances`.
+- instances: :func:`probabilities_to_instances`;
+- images larger than memory: :func:`predict_to_file` (streaming, resumable), :func:`predict_dask`
+  (dask arrays, clusters), :func:`open_image` (lazy TIFF/Zarr/OME-Zarr); ``pip install
+  'unetkit[dask]'``.
 """
 
 __version__ = "0.1.0"
 
 from .config import Config, apply_overrides, load_config, preset, save_config
 from .geometry import legal_input_sizes, margin, nearest_legal_sizes, output_size
+from .daskpred import predict_dask
 from .instances import probabilities_to_instances
+from .lazyio import open_image
 from .loss import weighted_cross_entropy
 from .metrics import evaluate_arrays, isbi_metrics
 from .model import UNet, UNetConfig
 from .modelfile import load_model, save_model
 from .normalize import Normalization
+from .streaming import predict_to_file
 from .targets import build_targets, instances_to_target, weight_map
 from .tiling import choose_tile_size, predict_tiled
 
@@ -37,8 +43,11 @@ __all__ = [
     "load_model",
     "margin",
     "nearest_legal_sizes",
+    "open_image",
     "output_size",
+    "predict_dask",
     "predict_tiled",
+    "predict_to_file",
     "preset",
     "probabilities_to_instances",
     "save_config",

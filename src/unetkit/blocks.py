@@ -25,7 +25,7 @@ from torch import nn
 
 from . import geometry
 from .normalize import Normalization
-from .tiling import _as_chw, _forward_tta, _model_geometry, choose_tile_size, read_window
+from .tiling import as_chw, choose_tile_size, model_device, model_geometry, run_tiles
 
 __all__ = ["TileRunner", "region_tiles", "context", "affine_for", "STREAM_MEMORY_BUDGET"]
 
@@ -91,7 +91,7 @@ class TileRunner:
     memory_budget: int = STREAM_MEMORY_BUDGET
 
     def __post_init__(self) -> None:
-        depth, padding, self.in_channels, self.num_classes, self.base = _model_geometry(self.model)
+        depth, padding, self.in_channels, self.num_classes, self.base = model_geometry(self.model)
         self.depth, self.padding = depth, padding
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
@@ -104,10 +104,7 @@ class TileRunner:
             self.halo = 0
         if self.tile_size is not None:
             geometry.check_input_size(self.tile_size, depth, padding)
-        if self.device is None:
-            param = next(self.model.parameters(), None)
-            self.device = param.device if param is not None else torch.device("cpu")
-        self.device = torch.device(self.device)
+        self.device = torch.device(self.device) if self.device else model_device(self.model)
 
     def resolve_tile(self, shape: tuple[int, int]) -> int:
         """The tile size for an (H, W) image: the given one, or ``predict_tiled``'s choice."""
@@ -140,31 +137,11 @@ class TileRunner:
 
         ``src``: (C, H, W) or (H, W) array-like in image coordinates.
         """
-        src = _as_chw(src, self.in_channels)
         size = self.tile_size
         assert size is not None, "call resolve_tile/plan/region first"
-        scale, offset = np.asarray(scale)[:, None, None], np.asarray(offset)[:, None, None]
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.inference_mode():
-                for i in range(0, len(tiles), self.batch_size):
-                    batch = tiles[i : i + self.batch_size]
-                    windows = []
-                    for t in batch:
-                        raw = read_window(src, t.in_y, t.in_x, size, size)
-                        win = raw.astype(np.float32) * scale + offset
-                        if not np.isfinite(win).all():
-                            raise ValueError(f"image holds NaN or infinite values near row "
-                                             f"{t.y}, column {t.x}")
-                        windows.append(win)
-                    x = torch.from_numpy(np.stack(windows)).to(self.device)
-                    # channels_last: oneDNN's fast convolution layout (as tiling.py)
-                    x = x.contiguous(memory_format=torch.channels_last)
-                    y = _forward_tta(self.model, x, self.tta, self.softmax).float().cpu().numpy()
-                    yield batch, y
-        finally:
-            self.model.train(was_training)
+        yield from run_tiles(self.model, as_chw(src, self.in_channels), tiles, size, scale, offset,
+                             batch_size=self.batch_size, tta=self.tta, softmax=self.softmax,
+                             device=self.device)
 
     def predict_region(self, src: Any, y0: int, x0: int, h: int, w: int, scale: np.ndarray,
                        offset: np.ndarray, image_shape: tuple[int, int] | None = None,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -85,7 +85,7 @@ class _ChannelView:
         return np.asarray(self.array[key[1:]])[None]
 
 
-def _as_chw(image: Any, in_channels: int) -> Any:
+def as_chw(image: Any, in_channels: int) -> Any:
     shape = tuple(getattr(image, "shape", ()))
     if len(shape) == 2:
         view = _ChannelView(image)
@@ -169,7 +169,7 @@ def choose_tile_size(
 _DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
 
 
-def _forward_tta(model: nn.Module, x: torch.Tensor, tta: bool, softmax: bool) -> torch.Tensor:
+def forward_tta(model: nn.Module, x: torch.Tensor, tta: bool, softmax: bool) -> torch.Tensor:
     """(B, C, S, S) -> (B, K, S', S'): probabilities (or raw outputs), averaged over the 8
     flips/rotations when ``tta``; each prediction is mapped back before averaging."""
 
@@ -200,7 +200,7 @@ def _batches(items: list, n: int) -> Iterable[list]:
         yield items[i : i + n]
 
 
-def _model_geometry(model: nn.Module) -> tuple[int, str, int, int, int]:
+def model_geometry(model: nn.Module) -> tuple[int, str, int, int, int]:
     cfg = getattr(model, "config", None)
     try:
         return (cfg.depth, cfg.padding, cfg.in_channels, cfg.num_classes, cfg.base_channels)
@@ -209,6 +209,54 @@ def _model_geometry(model: nn.Module) -> tuple[int, str, int, int, int]:
             "predict_tiled needs a model with a `config` (depth, padding, in_channels, "
             "num_classes, base_channels), such as unetkit.UNet"
         ) from None
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's parameters (CPU for a model without any)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def run_tiles(
+    model: nn.Module,
+    src: Any,
+    tiles: list[geometry.Tile],
+    tile_size: int,
+    scale: np.ndarray,
+    offset: np.ndarray,
+    *,
+    batch_size: int = 1,
+    tta: bool = False,
+    softmax: bool = True,
+    device: str | torch.device | None = None,
+) -> Iterator[tuple[list[geometry.Tile], np.ndarray]]:
+    """Run ``tiles`` of a (C, H, W) source in batches; yield ``(batch, (B, K, S', S') float32)``.
+
+    Each window is read mirrored (:func:`read_window`), normalised as ``raw * scale + offset``
+    (per-channel arrays of shape (C,)), checked for NaN/inf and run in eval/inference mode; the
+    model's training mode is restored afterwards.  Shared by :func:`predict_tiled`, streaming and
+    dask so that all three compute the very same numbers.
+    """
+    device = torch.device(device) if device is not None else model_device(model)
+    scale, offset = np.asarray(scale)[:, None, None], np.asarray(offset)[:, None, None]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for batch in _batches(tiles, batch_size):
+                windows = []
+                for t in batch:
+                    raw = read_window(src, t.in_y, t.in_x, tile_size, tile_size)
+                    win = raw.astype(np.float32) * scale + offset
+                    if not np.isfinite(win).all():
+                        _raise_non_finite(raw, t)
+                    windows.append(win)
+                # channels_last: oneDNN/cuDNN's fast convolution layout (1.4-1.7x on a 2-core CPU)
+                x = torch.from_numpy(np.stack(windows)).to(device)
+                x = x.contiguous(memory_format=torch.channels_last)
+                yield batch, forward_tta(model, x, tta, softmax).float().cpu().numpy()
+    finally:
+        model.train(was_training)
 
 
 def predict_tiled(
@@ -250,8 +298,8 @@ def predict_tiled(
     Returns:
         ``out``, or a new (K, H, W) float32 numpy array: per-class probabilities.
     """
-    depth, padding, in_ch, n_cls, base = _model_geometry(model)
-    src = _as_chw(image, in_ch)
+    depth, padding, in_ch, n_cls, base = model_geometry(model)
+    src = as_chw(image, in_ch)
     _, height, width = src.shape
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -278,36 +326,14 @@ def predict_tiled(
     norm = normalization if normalization is not None else getattr(model, "meta", {}).get("normalization")
     norm = norm if isinstance(norm, Normalization) else Normalization.from_dict(norm)
     scale, offset = norm.affine(src, in_ch)
-    scale, offset = scale[:, None, None], offset[:, None, None]
-
-    if device is None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
     done = 0
-    try:
-        with torch.inference_mode():
-            for batch in _batches(tiles, batch_size):
-                windows = []
-                for t in batch:
-                    raw = read_window(src, t.in_y, t.in_x, tile_size, tile_size)
-                    win = raw.astype(np.float32) * scale + offset
-                    if not np.isfinite(win).all():
-                        _raise_non_finite(raw, t)
-                    windows.append(win)
-                # channels_last: oneDNN/cuDNN's fast convolution layout (1.4-1.7x on a 2-core CPU)
-                x = torch.from_numpy(np.stack(windows)).to(device)
-                x = x.contiguous(memory_format=torch.channels_last)
-                y = _forward_tta(model, x, tta, softmax).float().cpu().numpy()
-                for t, prob in zip(batch, y, strict=False):
-                    out[:, t.y : t.y + t.h, t.x : t.x + t.w] = prob[
-                        :, t.off_y : t.off_y + t.h, t.off_x : t.off_x + t.w
-                    ]
-                done += len(batch)
-                if progress is not None:
-                    progress(done, len(tiles))
-    finally:
-        model.train(was_training)
+    for batch, y in run_tiles(model, src, tiles, tile_size, scale, offset, batch_size=batch_size,
+                              tta=tta, softmax=softmax, device=device):
+        for t, prob in zip(batch, y):
+            out[:, t.y : t.y + t.h, t.x : t.x + t.w] = prob[
+                :, t.off_y : t.off_y + t.h, t.off_x : t.off_x + t.w
+            ]
+        done += len(batch)
+        if progress is not None:
+            progress(done, len(tiles))
     return out
