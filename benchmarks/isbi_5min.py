@@ -53,6 +53,8 @@ def _scores(prob: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--iterations", type=int, default=None,
+                    help="a step budget instead of --minutes (to compare settings under load)")
     ap.add_argument("--preset", default="default")
     ap.add_argument("--set", action="append", default=[], help="config override")
     ap.add_argument("--val", type=int, default=0, help="validate on the last N training slices")
@@ -69,7 +71,8 @@ def main() -> int:
     if args.val:
         vi, vl = _link_slices(work / "val", range(n_train, 25))
         val = {"val_images": vi, "val_labels": vl}
-    cfg = run_config(out, preset_name=args.preset, overrides=args.set, minutes=args.minutes)
+    budget = {"iterations": args.iterations} if args.iterations else {"minutes": args.minutes}
+    cfg = run_config(out, preset_name=args.preset, overrides=args.set, **budget)
     load_before = os.getloadavg()
     steps = {}
 

@@ -34,7 +34,7 @@ from unetkit.train import (
 
 TINY = ["model.base_channels=4", "model.depth=2", "train.tile_size=84", "train.minutes=null",
         "train.iterations=12", "train.val_interval=4", "train.warmup_iterations=3",
-        "train.lr=0.001"]
+        "train.lr=0.001", "train.optimizer=sgd", "train.momentum=0.99"]  # the paper's optimiser
 
 
 def tiny(*more):
@@ -66,7 +66,8 @@ def _same_model(a, b):
     for key, tensor in sa["model"].items():
         assert torch.equal(tensor, sb["model"][key]), key
     for key, st in sa["optimizer"]["state"].items():  # the momentum buffers too
-        assert torch.equal(st["momentum_buffer"], sb["optimizer"]["state"][key]["momentum_buffer"])
+        for name, value in st.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(sb["optimizer"]["state"][key][name]))
 
 
 def test_run_folder_is_complete(reference):
@@ -170,6 +171,7 @@ def test_time_budget_adam_ignore_and_classes(data, tmp_path):
         tifffile.imwrite(lab / f.name, classes.astype(np.uint8))
     cfg = run_config(tmp_path / "run", overrides=[*TINY, "model.num_classes=3",
                      "data.label_kind=classes", "data.ignore_value=9", "train.optimizer=adam",
+                     "train.momentum=0.9",
                      "train.val_interval=2"], minutes=0.03)
     assert cfg.train.iterations == UNLIMITED_ITERATIONS and cfg.train.minutes == 0.03
     seen = []
@@ -235,7 +237,7 @@ def test_cli_train_then_predict(data, tmp_path, capsys):
 
 @pytest.mark.parametrize("extra, message", [
     (["--resume"], "no checkpoint to resume from"),
-    (["--set", "train.tile_size=85"], "illegal input tile size 85"),
+    (["--preset", "paper", "--set", "train.tile_size=570"], "nearest legal sizes: 568 or 572"),
     (["--val-fraction", "0.5", "--val-images", "x", "--val-labels", "y"], "not both"),
     (["--set", "train.lrr=1"], "unknown key 'train.lrr'"),
 ])
