@@ -5,7 +5,10 @@ thread) versus forward/backward, and how long the loop actually waited for data.
 Targets and weight maps are built once per image before training (timed separately); each step
 then needs one augmented tile.  ``prep share`` = background preparation time / step time
 (the work that overlaps with compute); ``wait share`` = time the loop blocked on the data queue /
-step time (what the overlap failed to hide).  The first step (allocation warm-up) is excluded.
+step time (what the overlap failed to hide).  ``alone`` = seconds per step of the same
+forward/backward/update on a fixed tile without any data pipeline; ``overhead`` = how much slower
+the real step is (the background thread shares the 2 cores, plus loss/CSV bookkeeping).  The
+first step (allocation warm-up) is excluded.
 
 Data: ISBI 2012 slices (../shared/data/isbi2012) when present, else synthetic 512x512 cells.
 Usage: ``python benchmarks/bench_train.py [--paper-steps 5] [--default-steps 150]``
@@ -19,8 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from unetkit import geometry
 from unetkit.dataset import load_pairs, prepare, training_normalization
+from unetkit.loss import weighted_cross_entropy
+from unetkit.model import UNet
 from unetkit.synthetic import write_dataset
 from unetkit.train import run_config, train
 
@@ -51,6 +58,27 @@ def _measure(name: str, preset: str, steps: int, images: Path, labels: Path, wor
             "gflop": 3 * geometry.conv_flops(t.tile_size, 4, cfg.model.base_channels) / 1e9}
 
 
+def _compute_only(preset: str, steps: int) -> float:
+    """Seconds per step of forward/backward/update on one fixed tile, no data pipeline."""
+    cfg = run_config(".", preset_name=preset)
+    m, t = cfg.model, cfg.train
+    model = UNet(m.in_channels, m.num_classes, m.depth, m.base_channels)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=t.momentum)
+    out = geometry.output_size(t.tile_size, m.depth)
+    x = torch.randn(1, 1, t.tile_size, t.tile_size)
+    target = torch.randint(0, 2, (1, out, out))
+    weights = torch.rand(1, out, out)
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        loss = weighted_cross_entropy(model(x), target, weights)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return sum(times[1:]) / steps  # the first step allocates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--paper-steps", type=int, default=5)
@@ -66,21 +94,25 @@ def main() -> None:
     load = os.getloadavg()
     rows = [_measure("paper", "paper", args.paper_steps, images, labels, work),
             _measure("default", "default", args.default_steps, images, labels, work)]
+    for r, steps in zip(rows, (max(2, args.paper_steps - 2), args.default_steps // 2)):
+        r["alone_s"] = _compute_only(r["name"], steps)
     load_after = os.getloadavg()
     print(f"# {what}; {os.cpu_count()} CPUs; load average {load[0]:.2f} before, "
           f"{load_after[0]:.2f} after; targets + weights once per image: {targets_s * 1e3:.0f} ms")
     print("# prep = augmentation in the background thread; wait = loop blocked on the queue; "
-          "fwd/bwd = step - wait; ~GFLOP/s = 3 x forward conv FLOPs / step")
+          "fwd/bwd = step - wait; ~GFLOP/s = 3 x forward conv FLOPs / step; "
+          "alone = fwd/bwd/update without data pipeline")
     head = (f"{'network':8} {'ch':>3} {'tile':>9} {'steps':>5} {'it/s':>7} {'s/step':>7} "
             f"{'prep ms':>8} {'prep %':>7} {'wait ms':>8} {'wait %':>7} {'fwd/bwd %':>9} "
-            f"{'GFLOP/s':>8}")
+            f"{'GFLOP/s':>8} {'alone s':>8} {'overhead %':>10}")
     print(head)
     print("-" * len(head))
     for r in rows:
         print(f"{r['name']:8} {r['channels']:3d} {r['tile']:>9} {r['steps']:5d} {r['it_s']:7.2f} "
               f"{r['step_s']:7.3f} {r['prep_s'] * 1e3:8.1f} {100 * r['prep_s'] / r['step_s']:7.1f} "
-              f"{r['wait_s'] * 1e3:8.1f} {100 * r['wait_s'] / r['step_s']:7.1f} "
-              f"{100 * (1 - r['wait_s'] / r['step_s']):9.1f} {r['gflop'] / r['step_s']:8.1f}")
+              f"{r['wait_s'] * 1e3:8.2f} {100 * r['wait_s'] / r['step_s']:7.1f} "
+              f"{100 * (1 - r['wait_s'] / r['step_s']):9.1f} {r['gflop'] / r['step_s']:8.1f} "
+              f"{r['alone_s']:8.3f} {100 * (r['step_s'] / r['alone_s'] - 1):10.1f}")
 
 
 if __name__ == "__main__":

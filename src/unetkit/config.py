@@ -201,8 +201,8 @@ def preset(name: str) -> Config:
         paper = Config()
         return replace(
             paper,
-            # 16 instead of 64 channels: ~16x fewer FLOPs (~0.1 s instead of ~8 s per training
-            # step on 2 CPU cores, benchmarks/bench_train.py); depth 4 and valid convs kept, so
+            # 16 instead of 64 channels: ~16x fewer FLOPs (0.06-0.1 s instead of 3.5 s per
+            # training step on 2 CPU cores, benchmarks/bench_train.py); depth 4 and valid convs kept, so
             # the 92 px context and tiling are the paper's
             model=replace(paper.model, base_channels=16),
             train=replace(
@@ -221,7 +221,7 @@ def preset(name: str) -> Config:
                 # short runs: warm up over 100 steps, then decay to 0 at the end of the budget
                 schedule="cosine",
                 warmup_iterations=100,
-                iterations=4000,  # ~7 it/s on 2 cores: about 10 minutes
+                iterations=4000,  # 10-17 it/s on 2 cores (bench_train.py): 4-7 minutes
                 minutes=10.0,
                 val_interval=200,
             ),

@@ -458,7 +458,9 @@ def _loop(run: _Run, sampler: TileSampler, val_items: list[Prepared], history: _
     budget = None if t.minutes is None else 60.0 * t.minutes
     model.train()
     saved_at = run.step
-    with _stop_on_signals() as flag, Prefetcher(sampler.batch, run.step + 1) as data:
+    threads = 1 if dev.type == "cpu" else None  # CPU training: leave the cores to the step
+    with _stop_on_signals() as flag, \
+            Prefetcher(sampler.batch, run.step + 1, threads=threads) as data:
         start, elapsed0 = time.perf_counter(), run.elapsed
         while run.step < t.iterations and (budget is None or run.elapsed < budget):
             step = run.step + 1
