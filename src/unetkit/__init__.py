@@ -3,7 +3,8 @@
 - the network: :class:`UNet` (the paper's defaults), :mod:`unetkit.geometry` (legal tiles);
 - prediction: :func:`predict_tiled` (exact overlap-tile inference, bounded memory);
 - model files: :func:`save_model`, :func:`load_model` (safetensors + JSON header);
-- training targets: :func:`weight_map` (paper Eq. 2), :func:`build_targets`;
+- training: :func:`train`, :func:`preset` / :class:`Config`; targets: :func:`weight_map`
+  (paper Eq. 2), :func:`build_targets`;
 - metrics: :func:`evaluate_arrays` (ISBI 2012, instance, semantic), :func:`isbi_metrics`;
 - instances: :func:`probabilities_to_instances`;
 - images larger than memory: :func:`predict_to_file` (streaming, resumable), :func:`predict_dask`
@@ -26,10 +27,12 @@ from .normalize import Normalization
 from .streaming import predict_to_file
 from .targets import build_targets, instances_to_target, weight_map
 from .tiling import choose_tile_size, predict_tiled
+from .train import TrainingInterrupted, train
 
 __all__ = [
     "Config",
     "Normalization",
+    "TrainingInterrupted",
     "UNet",
     "UNetConfig",
     "apply_overrides",
@@ -52,6 +55,7 @@ __all__ = [
     "probabilities_to_instances",
     "save_config",
     "save_model",
+    "train",
     "weight_map",
     "weighted_cross_entropy",
 ]
