@@ -283,7 +283,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         train_bar.close()
         predict_bar.close()
     m = result["metrics"]
-    print(f"foreground IoU {m['iou']:.3f}, instance F1@0.5 {m['instances_f1_50']:.3f}, "
+    print(f"foreground IoU {m['iou']:.3f}, instance F1@0.5 {m['f1_50']:.3f}, "
           f"pixel error {m['pixel_error']:.4f}")
     print(f"report: {result['report'].resolve()}")
     return 0
