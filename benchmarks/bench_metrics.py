@@ -59,7 +59,8 @@ def skimage_rand_reference(prob, truth, thresholds) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/isbi2012"))
+    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
+    parser.add_argument("--data", type=Path, default=default)
     args = parser.parse_args()
     truth = load_truth(args.data)
     prob = fake_probabilities(truth)
