@@ -14,7 +14,6 @@ symmetrically exactly as in tiling.py (``read_window``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +23,9 @@ import torch
 from torch import nn
 
 from . import geometry
-from .normalize import Normalization
-from .tiling import as_chw, choose_tile_size, model_device, model_geometry, run_tiles
+from .tiling import as_chw, choose_tile_size, model_device, model_geometry, resolve_halo, run_tiles
 
-__all__ = ["TileRunner", "region_tiles", "context", "affine_for", "STREAM_MEMORY_BUDGET"]
+__all__ = ["TileRunner", "region_tiles", "context", "STREAM_MEMORY_BUDGET"]
 
 # Activation budget of the automatic tile when streaming: well under predict_tiled's 2 GiB, so
 # that a large image gets the same tile whatever its size (flat peak memory, < 2 GB for the
@@ -63,16 +61,6 @@ def region_tiles(y0: int, x0: int, h: int, w: int, tile_size: int, depth: int = 
             for (y, hh, iy, oy) in axis(y0, h) for (x, ww, ix, ox) in axis(x0, w)]
 
 
-def affine_for(model: nn.Module, src: Any, normalization: Normalization | dict | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel ``(scale, offset)`` as ``predict_tiled`` computes them for the (C, H, W) ``src``
-    (``per_image``: statistics of the whole plane, streamed)."""
-    norm = normalization if normalization is not None else getattr(model, "meta", {}).get(
-        "normalization")
-    norm = norm if isinstance(norm, Normalization) else Normalization.from_dict(norm)
-    return norm.affine(src, src.shape[0])
-
-
 @dataclass
 class TileRunner:
     """Runs batches of tiles of one model: read mirrored windows, normalise, forward, crop.
@@ -95,13 +83,7 @@ class TileRunner:
         self.depth, self.padding = depth, padding
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if padding == "same":
-            halo = geometry.margin(depth) if self.halo is None else self.halo
-            self.halo = math.ceil(halo / 2**depth) * 2**depth
-        elif self.halo:
-            raise ValueError("halo applies to same-padded models only: valid tiles are exact")
-        else:
-            self.halo = 0
+        self.halo = resolve_halo(depth, padding, self.halo)
         if self.tile_size is not None:
             geometry.check_input_size(self.tile_size, depth, padding)
         self.device = torch.device(self.device) if self.device else model_device(self.model)

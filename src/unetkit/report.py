@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy.ndimage import binary_dilation
 from skimage.segmentation import find_boundaries
 
 from .io import atomic_path
@@ -42,8 +43,6 @@ def overlay(image: np.ndarray, truth: np.ndarray | None = None,
     t = find_boundaries(truth, mode="inner") if truth is not None else None
     p = find_boundaries(pred, mode="inner") if pred is not None else None
     if thickness > 1:
-        from scipy.ndimage import binary_dilation
-
         t = binary_dilation(t, iterations=thickness - 1) if t is not None else None
         p = binary_dilation(p, iterations=thickness - 1) if p is not None else None
     if t is not None:

@@ -29,7 +29,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from torch import nn
 
-from .blocks import TileRunner, affine_for
+from .blocks import TileRunner
+from .tiling import input_affine
 from .lazyio import LazyImage, canonical_axes, open_image
 from .normalize import Normalization
 from .sinks import Sink
@@ -205,7 +206,7 @@ def _predict_planes(runner: TileRunner, image: LazyImage, plan: list, layout: Ou
         if not todo:
             continue
         src = image.plane(plane)
-        scale, offset = affine_for(runner.model, src, normalization)
+        scale, offset = input_affine(runner.model, src, normalization)
         for batch, probs in runner.run(src, todo, scale, offset):
             for t, prob in zip(batch, probs):
                 part = prob[:, t.off_y : t.off_y + t.h, t.off_x : t.off_x + t.w]

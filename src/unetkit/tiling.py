@@ -211,6 +211,30 @@ def model_geometry(model: nn.Module) -> tuple[int, str, int, int, int]:
         ) from None
 
 
+def resolve_halo(depth: int, padding: str, halo: int | None) -> int:
+    """The halo actually used: 0 for valid models (exact without one); for same-padded models the
+    given halo (default: the receptive-field radius) rounded up to a multiple of ``2**depth``."""
+    if padding != "same":
+        if halo:
+            raise ValueError("halo applies to same-padded models only: valid tiles are exact")
+        return 0
+    halo = geometry.margin(depth) if halo is None else halo  # receptive-field radius
+    if halo < 0:
+        raise ValueError(f"halo must be >= 0, got {halo}")
+    return math.ceil(halo / 2**depth) * 2**depth
+
+
+def input_affine(model: nn.Module, src: Any, normalization: Normalization | dict | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel ``(scale, offset)`` that turn raw pixels of the (C, H, W) ``src`` into network
+    input: ``normalization``, else ``model.meta["normalization"]`` (``per_image`` statistics of
+    the whole image, streamed)."""
+    norm = normalization if normalization is not None else getattr(model, "meta", {}).get(
+        "normalization")
+    norm = norm if isinstance(norm, Normalization) else Normalization.from_dict(norm)
+    return norm.affine(src, src.shape[0])
+
+
 def model_device(model: nn.Module) -> torch.device:
     """The device of a model's parameters (CPU for a model without any)."""
     param = next(model.parameters(), None)
@@ -303,15 +327,7 @@ def predict_tiled(
     _, height, width = src.shape
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if padding == "same":
-        halo = geometry.margin(depth) if halo is None else halo  # receptive-field radius
-        if halo < 0:
-            raise ValueError(f"halo must be >= 0, got {halo}")
-        halo = math.ceil(halo / 2**depth) * 2**depth
-    else:
-        if halo:
-            raise ValueError("halo applies to same-padded models only: valid tiles are exact")
-        halo = 0
+    halo = resolve_halo(depth, padding, halo)
     if tile_size is None:
         tile_size = choose_tile_size((height, width), depth, base, padding, batch_size,
                                      memory_budget, halo, in_ch, n_cls)
@@ -323,9 +339,7 @@ def predict_tiled(
     elif tuple(out.shape) != (n_cls, height, width):
         raise ValueError(f"out must have shape {(n_cls, height, width)}, got {tuple(out.shape)}")
 
-    norm = normalization if normalization is not None else getattr(model, "meta", {}).get("normalization")
-    norm = norm if isinstance(norm, Normalization) else Normalization.from_dict(norm)
-    scale, offset = norm.affine(src, in_ch)
+    scale, offset = input_affine(model, src, normalization)
     done = 0
     for batch, y in run_tiles(model, src, tiles, tile_size, scale, offset, batch_size=batch_size,
                               tta=tta, softmax=softmax, device=device):
