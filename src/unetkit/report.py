@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy.ndimage import binary_dilation
 from skimage.segmentation import find_boundaries
 
 from .io import atomic_path
@@ -36,15 +35,12 @@ def to_gray8(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndar
 
 
 def overlay(image: np.ndarray, truth: np.ndarray | None = None,
-            pred: np.ndarray | None = None, thickness: int = 1) -> np.ndarray:
+            pred: np.ndarray | None = None) -> np.ndarray:
     """(H, W) image + label images -> (H, W, 3) uint8 with outlines of the objects."""
     gray = to_gray8(image)
     rgb = np.repeat(gray[..., None], 3, axis=-1)
     t = find_boundaries(truth, mode="inner") if truth is not None else None
     p = find_boundaries(pred, mode="inner") if pred is not None else None
-    if thickness > 1:
-        t = binary_dilation(t, iterations=thickness - 1) if t is not None else None
-        p = binary_dilation(p, iterations=thickness - 1) if p is not None else None
     if t is not None:
         rgb[t] = TRUTH_RGB
     if p is not None:
