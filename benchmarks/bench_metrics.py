@@ -20,8 +20,8 @@ from PIL import Image
 from scipy import ndimage as ndi
 from skimage.metrics import adapted_rand_error
 
-from unetkit.isbi import DEFAULT_THRESHOLDS, ISBI_METRICS, isbi_metrics
-from unetkit.partition import label_components
+from unetkit.metrics.isbi import DEFAULT_THRESHOLDS, ISBI_METRICS, isbi_metrics
+from unetkit.metrics.rand_info import label_components
 
 
 def load_truth(root: Path) -> np.ndarray:

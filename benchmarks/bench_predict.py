@@ -27,7 +27,8 @@ import time
 import numpy as np
 import torch
 
-from unetkit import UNet, choose_tile_size, geometry, predict_tiled
+from unetkit import UNet, choose_tile_size, predict_tiled
+from unetkit.model import geometry
 
 
 def best_of(fn, repeats: int) -> float:

@@ -46,7 +46,7 @@ CHILD = textwrap.dedent(
     import numpy as np, torch, zarr
     from dataclasses import asdict
     from unetkit import UNet, preset
-    from unetkit.streaming import predict_to_file
+    from unetkit.inference.streaming import predict_to_file
 
     def rss():
         for line in open("/proc/self/status"):

@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
-from unetkit.targets import build_targets, nearest_two_distances, weight_map
+from unetkit.data.targets import build_targets, nearest_two_distances, weight_map
 
 
 def cells(n=100, size=512, radius=22, seed=0):

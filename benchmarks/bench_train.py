@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from unetkit import geometry
-from unetkit.dataset import load_pairs, prepare, training_normalization
-from unetkit.loss import weighted_cross_entropy
-from unetkit.model import UNet
-from unetkit.synthetic import write_dataset
-from unetkit.train import run_config, train
+from unetkit.model import geometry
+from unetkit.data.dataset import load_pairs, prepare, training_normalization
+from unetkit.training.loss import weighted_cross_entropy
+from unetkit.model.unet import UNet
+from unetkit.data.synthetic import write_dataset
+from unetkit.training.loop import run_config, train
 
 ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from unetkit import UNet, geometry, weighted_cross_entropy
-from unetkit.synthetic import write_dataset
-from unetkit.train import run_config, train
+from unetkit import UNet, weighted_cross_entropy
+from unetkit.model import geometry
+from unetkit.data.synthetic import write_dataset
+from unetkit.training.loop import run_config, train
 
 ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
 

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from unetkit import load_model, predict_tiled
-from unetkit.io import read_image
-from unetkit.metrics import evaluate_arrays
-from unetkit.train import run_config, train
+from unetkit.io.images import read_image
+from unetkit.metrics.arrays import evaluate_arrays
+from unetkit.training.loop import run_config, train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
 

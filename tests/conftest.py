@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from unetkit import geometry
+from unetkit.model import geometry
 
 ISBI = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
 

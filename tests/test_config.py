@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 
-from unetkit.geometry import is_legal
+from unetkit.model.geometry import is_legal
 from unetkit.config import (
     AugmentConfig,
     Config,

@@ -15,19 +15,19 @@
 __version__ = "0.1.0"
 
 from .config import Config, apply_overrides, load_config, preset, save_config
-from .geometry import legal_input_sizes, margin, nearest_legal_sizes, output_size
-from .daskpred import predict_dask
-from .instances import probabilities_to_instances
-from .lazyio import open_image
-from .loss import weighted_cross_entropy
-from .metrics import evaluate_arrays, isbi_metrics
-from .model import UNet, UNetConfig
-from .modelfile import load_model, save_model
-from .normalize import Normalization
-from .streaming import predict_to_file
-from .targets import build_targets, instances_to_target, weight_map
-from .tiling import choose_tile_size, predict_tiled
-from .train import TrainingInterrupted, train
+from .model.geometry import legal_input_sizes, margin, nearest_legal_sizes, output_size
+from .inference.dask_arrays import predict_dask
+from .inference.instances import probabilities_to_instances
+from .io.lazy import open_image
+from .training.loss import weighted_cross_entropy
+from .metrics.arrays import evaluate_arrays, isbi_metrics
+from .model.unet import UNet, UNetConfig
+from .model.modelfile import load_model, save_model
+from .data.normalize import Normalization
+from .inference.streaming import predict_to_file
+from .data.targets import build_targets, instances_to_target, weight_map
+from .inference.tiled import choose_tile_size, predict_tiled
+from .training.loop import TrainingInterrupted, train
 
 __all__ = [
     "Config",

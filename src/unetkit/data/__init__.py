@@ -1,0 +1,1 @@
+"""Training data: label targets and weight maps, augmentation, normalisation, the tile dataset, synthetic images."""

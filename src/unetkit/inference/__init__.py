@@ -1,0 +1,1 @@
+"""Prediction: tile plans, the tile engine, and the drivers for arrays, files, streams and dask."""

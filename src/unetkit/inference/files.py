@@ -1,0 +1,102 @@
+"""Predict image files: read, segment with overlap-tile inference, write TIFF outputs (no CLI here).
+
+Outputs are named after the input (``<out_dir>/<stem>.tif``).  A multi-page stack is predicted
+slice by slice and written as a stack with the same number of pages:
+
+- ``labels``: class indices (uint8, or uint16 beyond 255 classes), ``(H, W)`` or ``(N, H, W)``;
+- ``probabilities``: float32 softmax probabilities, ``(K, H, W)`` or ``(N, K, H, W)``;
+- ``instances``: labelled objects (uint16, or uint32 beyond 65535 objects) from the foreground
+  probability ``1 - p(class 0)``: connected components of ``p > threshold``, or a seeded
+  watershed that splits touching objects (:func:`unetkit.instances.probabilities_to_instances`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from ..model import geometry
+from .instances import probabilities_to_instances
+from ..io.images import read_stack, write_tiff
+from .tiled import predict_tiled
+
+__all__ = ["OUTPUT_KINDS", "check_predict_args", "predict_file", "output_path"]
+
+log = logging.getLogger(__name__)
+
+OUTPUT_KINDS = ("labels", "probabilities", "instances")
+
+
+def output_path(out_dir: str | os.PathLike, input_path: str | os.PathLike) -> Path:
+    return Path(out_dir) / f"{Path(input_path).stem}.tif"
+
+
+def check_predict_args(model: nn.Module, tile: int | None, output: str) -> None:
+    """Fail before any work: illegal tile for this model, unknown output kind."""
+    if output not in OUTPUT_KINDS:
+        raise ValueError(f"unknown output {output!r}; choose from {', '.join(OUTPUT_KINDS)}")
+    if tile is not None:
+        cfg = model.config
+        geometry.check_input_size(tile, cfg.depth, cfg.padding)
+        if geometry.tile_stride(tile, cfg.depth, cfg.padding) < 2**cfg.depth:
+            raise ValueError(
+                f"tile {tile} is too small to tile with; use at least "
+                f"{geometry.min_tile_size(cfg.depth, cfg.padding)}"
+            )
+
+
+def predict_file(
+    model: nn.Module,
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    output: str = "labels",
+    tile: int | None = None,
+    batch: int = 1,
+    tta: bool = False,
+    device: str | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    instances: dict | None = None,
+) -> Path:
+    """Segment every slice of one image file and write ``<out_dir>/<stem>.tif``; return its path.
+
+    ``instances``: options of :func:`probabilities_to_instances` (threshold, method, min_size).
+    """
+    check_predict_args(model, tile, output)
+    target = output_path(out_dir, path)
+    if target.exists() and not overwrite:
+        raise ValueError(f"{target}: output exists (use --overwrite to replace it)")
+    stack = read_stack(path)  # (N, C, H, W)
+    n, c = stack.shape[:2]
+    if c != model.config.in_channels:
+        raise ValueError(
+            f"{path}: image has {c} channel(s), the model expects {model.config.in_channels}"
+        )
+    results = []
+    for i in range(n):
+        try:
+            prob = predict_tiled(model, stack[i], tile_size=tile, batch_size=batch,
+                                 device=device, tta=tta, progress=progress)
+        except ValueError as exc:
+            where = f" (slice {i})" if n > 1 else ""
+            raise ValueError(f"{path}{where}: {exc}") from None
+        if output == "labels":
+            dtype = np.uint8 if prob.shape[0] <= 256 else np.uint16
+            results.append(prob.argmax(axis=0).astype(dtype))
+        elif output == "instances":
+            labels = probabilities_to_instances(1.0 - prob[0], **(instances or {}))
+            results.append(labels.astype(np.uint16) if labels.max() < 2**16 else labels)
+        else:
+            results.append(prob)
+    data = results[0] if n == 1 else np.stack(results)  # mixed uint16/uint32 stack as uint32
+    axes = ("CYX" if output == "probabilities" else "YX")
+    axes = axes if n == 1 else "Q" + axes
+    write_tiff(target, data, axes=axes)
+    log.info("wrote %s", target)
+    return target

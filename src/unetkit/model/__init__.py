@@ -1,0 +1,1 @@
+"""The network: integer geometry (legal sizes, margins; no torch), the U-Net, model files."""

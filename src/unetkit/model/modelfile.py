@@ -1,0 +1,116 @@
+"""Model files: the weights as safetensors, the configuration as readable JSON in its header.
+
+One file, ``*.safetensors``.  Its header (plain JSON at the start of the file; ``unetkit info
+FILE`` prints it) holds, under the key ``"unetkit"``::
+
+    {"format": "unetkit-model", "version": 1,
+     "architecture": {"in_channels": 1, "num_classes": 2, "depth": 4, ...},
+     "normalization": {"mode": "per_image", ...},
+     "class_names": ["background", "cell"], ...anything else given in ``meta``}
+
+Loading parses JSON and tensors only: nothing is unpickled, so a model file from a stranger cannot
+run code.  Writes go to a temporary file that is renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ..io.images import atomic_path
+from .unet import UNet, UNetConfig
+from ..data.normalize import Normalization
+
+__all__ = ["save_model", "load_model", "read_model_meta", "ModelFileError", "FORMAT", "VERSION"]
+
+FORMAT = "unetkit-model"
+VERSION = 1
+_KEY = "unetkit"
+
+
+class ModelFileError(ValueError):
+    """A file that is not a readable unetkit model; the message names the file."""
+
+
+def save_model(path: str | os.PathLike, model: UNet, meta: dict[str, Any] | None = None) -> Path:
+    """Save ``model`` (weights + architecture) and ``meta`` (merged over ``model.meta``).
+
+    ``meta`` may hold ``normalization`` (a :class:`Normalization` or its dict), ``class_names``
+    and any JSON-serialisable training information.
+    """
+    merged: dict[str, Any] = {**getattr(model, "meta", {}), **(meta or {})}
+    norm = merged.get("normalization")
+    if isinstance(norm, Normalization):
+        merged["normalization"] = norm.to_dict()
+    elif norm is not None:
+        merged["normalization"] = Normalization.from_dict(norm).to_dict()  # validate
+    header = {"format": FORMAT, "version": VERSION, **merged,
+              "architecture": model.config.to_dict()}
+    try:
+        text = json.dumps(header)
+    except TypeError as exc:
+        raise ValueError(f"model metadata must be JSON-serialisable: {exc}") from None
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_KEY: text})
+    return Path(path)
+
+
+def read_model_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON configuration of a model file, without loading its weights."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"{p}: no such model file")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            raw = (f.metadata() or {}).get(_KEY)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(
+            f"{p}: not a readable unetkit model file (truncated, corrupt or foreign: {exc})"
+        ) from None
+    if raw is None:
+        raise ModelFileError(f"{p}: not a unetkit model file (safetensors without a unetkit header)")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{p}: corrupt unetkit header ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(f"{p}: not a unetkit model file (format {meta.get('format')!r})")
+    if meta.get("version", 0) > VERSION:
+        raise ModelFileError(
+            f"{p}: model file version {meta.get('version')} is newer than this unetkit reads "
+            f"({VERSION}); upgrade unetkit"
+        )
+    return meta
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> UNet:
+    """Load a model file: a :class:`UNet` in eval mode with ``model.meta`` attached."""
+    p = Path(path)
+    meta = read_model_meta(p)
+    try:
+        config = UNetConfig(**meta["architecture"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{p}: bad architecture in model file ({exc})") from None
+    model = UNet(**config.to_dict())
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not iterable)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(f"{p}: corrupt or truncated weights ({exc})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelFileError(f"{p}: weights do not match the architecture ({first})") from None
+    meta = {k: v for k, v in meta.items() if k not in ("format", "version", "architecture")}
+    if "normalization" in meta:
+        meta["normalization"] = Normalization.from_dict(meta["normalization"]).to_dict()
+    model.meta = meta
+    return model.to(device).eval()

@@ -1,0 +1,1 @@
+"""Training: the loop, checkpoints, history and curves, the weighted loss."""
