@@ -26,7 +26,8 @@ from .model.modelfile import load_model, save_model
 from .data.normalize import Normalization
 from .inference.streaming import predict_to_file
 from .data.targets import build_targets, instances_to_target, weight_map
-from .inference.tiled import choose_tile_size, predict_tiled
+from .inference.plan import choose_tile_size
+from .inference.tiled import predict_tiled
 from .training.loop import TrainingInterrupted, train
 
 __all__ = [

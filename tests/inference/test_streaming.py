@@ -9,6 +9,7 @@ import torch
 from scipy import ndimage as ndi
 
 from unetkit import UNet, predict_tiled
+from unetkit.inference.plan import plan_tiles
 from unetkit.model import geometry
 from unetkit.io.lazy import open_image
 from unetkit.inference.blockwise_labels import label_blocks
@@ -91,7 +92,7 @@ def test_outputs_equal_in_memory_prediction(net, tmp_path, rng):
 def test_resume_computes_only_unfinished_tiles(net, tmp_path, rng):
     img = (rng.random((2, 90, 100)) * 255).astype(np.uint8)  # 2 planes x 6 tiles
     src = _zarr(tmp_path / "in.zarr", img, (1, 32, 32))
-    total = 2 * len(geometry.plan_tiles((90, 100), TILE))
+    total = 2 * len(plan_tiles((90, 100), TILE))
 
     def stop_after(k):
         def progress(done, total_, pixels):

@@ -7,7 +7,8 @@ import torch
 
 from unetkit import UNet, predict_tiled
 from unetkit.model import geometry
-from unetkit.inference.tiled import choose_tile_size, estimate_memory, mirror_indices, read_window
+from unetkit.inference.engine import mirror_indices, read_window
+from unetkit.inference.plan import choose_tile_size, estimate_memory
 
 
 def whole_image_reference(model, image):

@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .engine import TileRunner, context
+from .engine import TileRunner
+from .plan import context
 from ..io.lazy import open_image
 from ..data.normalize import Normalization
 from .streaming import label_planes, open_run

@@ -30,7 +30,7 @@ import numpy as np
 from torch import nn
 
 from .engine import TileRunner
-from .tiled import input_affine
+from .engine import input_affine
 from ..io.lazy import LazyImage, canonical_axes, open_image
 from ..data.normalize import Normalization
 from ..io.sinks import Sink

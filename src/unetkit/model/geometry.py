@@ -1,4 +1,4 @@
-"""Pure integer geometry of U-Nets: sizes, margins, legal tiles and tile plans (no torch).
+"""Pure integer geometry of U-Nets: sizes, margins and legal tiles (no torch).
 
 A valid-convolution U-Net of depth ``D`` maps an input of edge ``s`` to an output of edge
 ``output_size(s, D)``: each level of the contracting path loses 4 px to its two 3x3 valid
@@ -17,7 +17,6 @@ it, and written exactly once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Iterator
 
 __all__ = [
@@ -31,8 +30,6 @@ __all__ = [
     "min_tile_size",
     "min_legal_size",
     "iter_level_sizes",
-    "Tile",
-    "plan_tiles",
     "conv_flops",
 ]
 
@@ -152,70 +149,6 @@ def min_tile_size(depth: int = 4, padding: str = "valid", halo: int = 0) -> int:
         if tile_stride(s, depth, padding, halo) >= 2**depth:
             return s
     raise ValueError(f"no legal tile for depth {depth} and halo {halo}")
-
-
-@dataclass(frozen=True)
-class Tile:
-    """One tile of a plan, in image coordinates (rows ``y``, columns ``x``).
-
-    The network reads the input window ``[in_y, in_y + size) x [in_x, in_x + size)`` (which may
-    reach beyond the image: that part is mirrored), and the pixels ``[y, y + h) x [x, x + w)`` of
-    the image are written from its output, starting at ``(off_y, off_x)`` of the output tile.
-    """
-
-    y: int
-    x: int
-    h: int
-    w: int
-    in_y: int
-    in_x: int
-    off_y: int
-    off_x: int
-
-
-def _axis_plan(n: int, stride: int, margin_: int, halo: int) -> list[tuple[int, int, int, int]]:
-    """(start, length, input start, output offset) along one axis; starts are multiples of stride."""
-    plan = []
-    for start in range(0, n, stride):
-        length = min(stride, n - start)
-        plan.append((start, length, start - margin_ - halo, halo))
-    return plan
-
-
-def plan_tiles(
-    shape: tuple[int, int],
-    size: int,
-    depth: int = 4,
-    padding: str = "valid",
-    halo: int = 0,
-) -> list[Tile]:
-    """Cover an ``(H, W)`` image with tiles of input edge ``size``; every pixel written once.
-
-    Valid padding: output tiles start at multiples of ``tile_stride`` (a multiple of ``2**depth``),
-    the input window starts ``margin`` px before it.  Same padding: the input window also starts
-    ``halo`` px earlier and the first ``halo`` output px of each tile are discarded (exact only when
-    the halo covers the network's receptive field, see ``tiling.predict_tiled``).
-    """
-    h_img, w_img = shape
-    if h_img < 1 or w_img < 1:
-        raise ValueError(f"image shape must be positive, got {shape}")
-    if padding == "same" and halo < 0:
-        raise ValueError(f"halo must be >= 0, got {halo}")
-    stride = tile_stride(size, depth, padding, halo)
-    if stride < 2**depth:
-        raise ValueError(
-            f"input tile {size} is too small to tile with (it writes {stride} px per step); "
-            f"use at least {min_tile_size(depth, padding, halo)}"
-        )
-    m = margin(depth, padding)
-    hh = halo if padding == "same" else 0
-    rows = _axis_plan(h_img, stride, m, hh)
-    cols = _axis_plan(w_img, stride, m, hh)
-    return [
-        Tile(y, x, h, w, iy, ix, oy, ox)
-        for (y, h, iy, oy) in rows
-        for (x, w, ix, ox) in cols
-    ]
 
 
 def iter_level_sizes(size: int, depth: int, padding: str = "valid") -> Iterator[tuple[str, int]]:
