@@ -10,7 +10,7 @@ from unetkit.model.geometry import is_legal
 from unetkit.config import (
     AugmentConfig,
     Config,
-    ModelConfig,
+    UNetConfig,
     apply_overrides,
     dump,
     from_dict,
@@ -61,7 +61,7 @@ def test_partial_file_starts_from_its_preset(tmp_path):
     path.write_text("preset: paper\ntrain:\n  lr: 1e-4\n  iterations: 50\n")
     cfg = load_config(path)
     assert cfg.train.lr == 1e-4 and cfg.train.iterations == 50
-    assert cfg.model == ModelConfig()
+    assert cfg.model == UNetConfig()
     path.write_text("augment: {rotation: 0}\n")
     cfg = load_config(path)
     assert cfg.model == preset("default").model and cfg.augment.rotation == 0.0
@@ -78,6 +78,8 @@ def test_partial_file_starts_from_its_preset(tmp_path):
         ({"model": {"padding": "same-ish"}}, "same-ish"),
         ({"model": {"depth": 4.5}}, "model.depth must be an integer, got 4.5"),
         ({"model": {"batch_norm": "yes"}}, "model.batch_norm"),
+        ({"model": {"batch_norm": True}}, "model.batch_norm is offered for the same-padded variant only"),
+        ({"model": {"dropout": 1.0}}, "model.dropout must be in [0, 1), got 1.0"),
         ({"train": {"lr": "fast"}}, "'fast'"),
         ({"augment": {"contrast": 1.5}}, "contrast"),
         ({"weights": {"class_weights": "inverse"}}, "inverse"),
@@ -126,3 +128,13 @@ def test_configs_are_frozen_and_checked_directly():
         dataclasses.replace(cfg.train, momentum=1.0)
     off = AugmentConfig.off()
     assert off.elastic_sigma == 0 and not off.flip and off.rotation == 0
+
+
+def test_model_section_is_the_network_config():
+    from unetkit import UNet
+
+    cfg = apply_overrides(preset("default"), ["model.batch_norm=true", "model.padding=same"])
+    assert isinstance(cfg.model, UNetConfig) and cfg.model.batch_norm and cfg.model.padding == "same"
+    assert UNet(**cfg.model.to_dict()).config == cfg.model
+    with pytest.raises(ValueError, match=r"model\.batch_norm is offered"):
+        apply_overrides(preset("default"), ["model.batch_norm=true"])

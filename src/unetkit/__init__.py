@@ -14,14 +14,14 @@
 
 __version__ = "0.1.0"
 
-from .config import Config, apply_overrides, load_config, preset, save_config
+from .config import Config, UNetConfig, apply_overrides, load_config, preset, save_config
 from .model.geometry import legal_input_sizes, margin, nearest_legal_sizes, output_size
 from .inference.dask_arrays import predict_dask
 from .inference.instances import probabilities_to_instances
 from .io.lazy import open_image
 from .training.loss import weighted_cross_entropy
 from .metrics.arrays import evaluate_arrays, isbi_metrics
-from .model.unet import UNet, UNetConfig
+from .model.unet import UNet
 from .model.modelfile import load_model, save_model
 from .data.normalize import Normalization
 from .inference.streaming import predict_to_file

@@ -37,23 +37,39 @@ def _require(ok: bool, message: str) -> None:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    in_channels: int = 1  # gray-value microscopy (EM, phase contrast, DIC)
-    num_classes: int = 2  # paper: cell / background
-    depth: int = 4  # paper: 4 poolings (5 levels, 23 conv layers)
-    base_channels: int = 64  # paper: 64 -> 1024 channels
-    padding: Literal["valid", "same"] = "valid"  # paper: unpadded convolutions
-    dropout: float = 0.5  # paper: dropout at the end of the contracting path; rate not given
-    batch_norm: bool = False  # paper: none (it predates batch norm)
+class UNetConfig:
+    """Architecture of a U-Net (the ``model:`` section); the defaults are the paper's (Sec. 2, Fig. 1).
+
+    Used as it is by :class:`unetkit.UNet` and by the training :class:`Config`, so an invalid
+    combination fails when the config is built, before any data is read.
+    """
+
+    in_channels: int = 1  # gray-value microscopy (EM, phase contrast, DIC): single channel
+    num_classes: int = 2  # cell / border (the paper's two-class softmax)
+    depth: int = 4  # four 2x2 max-pools (5 levels, 23 conv layers): 572 -> 388
+    base_channels: int = 64  # channels double per level: 64 ... 1024
+    padding: Literal["valid", "same"] = "valid"  # "valid" = the paper; "same" = the padded variant
+    dropout: float = 0.5  # "drop-out layers at the end of the contracting path"; rate not given
+    batch_norm: bool = False  # not in the paper (2015 predates its use in U-Nets); same-padded only
 
     def __post_init__(self) -> None:
-        _require(self.in_channels >= 1, f"model.in_channels must be >= 1, got {self.in_channels}")
-        _require(self.num_classes >= 2, f"model.num_classes must be >= 2, got {self.num_classes}")
-        _require(self.depth >= 1, f"model.depth must be >= 1, got {self.depth}")
-        _require(
-            self.base_channels >= 1, f"model.base_channels must be >= 1, got {self.base_channels}"
-        )
-        _require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
+        for name in ("in_channels", "num_classes", "base_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2 (softmax over classes), got {self.num_classes}")
+        if not isinstance(self.depth, int) or not 1 <= self.depth <= 8:
+            raise ValueError(f"depth must be an integer from 1 to 8, got {self.depth!r}")
+        if self.padding not in ("valid", "same"):
+            raise ValueError(f"padding must be 'valid' or 'same', got {self.padding!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.batch_norm and self.padding == "valid":
+            raise ValueError("batch_norm is offered for the same-padded variant only (padding='same')")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -186,7 +202,7 @@ class TrainConfig:
 class Config:
     """All sections; ``Config()`` is the ``paper`` preset."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: UNetConfig = field(default_factory=UNetConfig)
     data: DataConfig = field(default_factory=DataConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -288,7 +304,11 @@ def _section(cls: type, base: Any, values: Any, prefix: str) -> Any:
         if key not in names:
             raise ValueError(f"unknown key {dotted!r}")
         changes[key] = _coerce(value, hints[key], dotted)
-    return replace(base, **changes)
+    try:
+        return replace(base, **changes)
+    except ValueError as err:  # name the section: UNetConfig's messages name the field only
+        message = str(err)
+        raise ValueError(message if message.startswith(f"{prefix}.") else f"{prefix}.{message}") from None
 
 
 def from_dict(data: dict[str, Any] | None, base: Config | None = None) -> Config:
@@ -347,7 +367,12 @@ def load_config(path: str | Path) -> Config:
 
 
 def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
-    """Apply ``section.key=value`` strings; values are parsed as YAML (``null``, ``[1, 2]``...)."""
+    """Apply ``section.key=value`` strings; values are parsed as YAML (``null``, ``[1, 2]``...).
+
+    All overrides are applied at once (a later one of the same key wins), so that a pair that is
+    only valid together (``model.padding=same model.batch_norm=true``) works in either order.
+    """
+    data: dict[str, dict[str, Any]] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
@@ -358,5 +383,5 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
             value = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise ValueError(f"override {item!r}: {err}") from None
-        cfg = from_dict({section: {name: value}}, base=cfg)
-    return cfg
+        data.setdefault(section, {})[name] = value
+    return from_dict(data, base=cfg) if data else cfg

@@ -24,7 +24,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..io.images import atomic_path
-from .unet import UNet, UNetConfig
+from ..config import UNetConfig
+from .unet import UNet
 from ..data.normalize import Normalization
 
 __all__ = ["save_model", "load_model", "read_model_meta", "ModelFileError", "FORMAT", "VERSION"]

@@ -9,44 +9,14 @@ initialisation with std sqrt(2/N).  572 x 572 in, 388 x 388 out, 31,030,658 para
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from ..config import UNetConfig
 from . import geometry
 
-__all__ = ["UNet", "UNetConfig", "center_crop", "init_std"]
-
-
-@dataclass(frozen=True)
-class UNetConfig:
-    """Architecture of a U-Net; the defaults are the paper's (Sec. 2, Fig. 1)."""
-
-    in_channels: int = 1  # the paper's EM and light microscopy images are single channel
-    num_classes: int = 2  # cell / border (the paper's two-class softmax)
-    depth: int = 4  # four 2x2 max-pools: 572 -> 388
-    base_channels: int = 64  # channels double per level: 64 ... 1024
-    padding: str = "valid"  # "valid" = the paper; "same" = the common padded variant
-    dropout: float = 0.5  # "drop-out layers at the end of the contracting path"; rate not given
-    batch_norm: bool = False  # not in the paper (2015 predates its use in U-Nets); same-padded only
-
-    def __post_init__(self) -> None:
-        for name in ("in_channels", "num_classes", "base_channels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2 (softmax over classes), got {self.num_classes}")
-        if not isinstance(self.depth, int) or not 1 <= self.depth <= 8:
-            raise ValueError(f"depth must be an integer from 1 to 8, got {self.depth!r}")
-        if self.padding not in ("valid", "same"):
-            raise ValueError(f"padding must be 'valid' or 'same', got {self.padding!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["UNet", "center_crop", "init_std"]
 
 
 def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -92,8 +62,6 @@ class UNet(nn.Module):
         batch_norm: bool = False,
     ) -> None:
         super().__init__()
-        if batch_norm and padding == "valid":
-            raise ValueError("batch_norm is offered for the same-padded variant only (padding='same')")
         self.config = UNetConfig(
             in_channels, num_classes, depth, base_channels, padding, dropout, batch_norm
         )

@@ -336,10 +336,8 @@ class _Run:
     def __init__(self, cfg: Config, out: Path, device: torch.device, norm: Normalization,
                  class_names: list[str], n_train: int) -> None:
         self.cfg, self.out, self.device = cfg, out, device
-        m = cfg.model
         torch.manual_seed(cfg.train.seed)
-        self.model = UNet(m.in_channels, m.num_classes, m.depth, m.base_channels, m.padding,
-                          m.dropout, m.batch_norm).to(device)
+        self.model = UNet(**cfg.model.to_dict()).to(device)
         self.model.meta = {"normalization": norm.to_dict(), "class_names": class_names}
         t = cfg.train
         params = self.model.parameters()
