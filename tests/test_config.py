@@ -138,3 +138,8 @@ def test_model_section_is_the_network_config():
     assert UNet(**cfg.model.to_dict()).config == cfg.model
     with pytest.raises(ValueError, match=r"model\.batch_norm is offered"):
         apply_overrides(preset("default"), ["model.batch_norm=true"])
+
+
+def test_label_kind_has_one_vocabulary():
+    assert from_dict({"data": {"label_kind": "instance"}}).data.label_kind == "instances"
+    assert from_dict({"data": {"label_kind": "instances"}}).data.label_kind == "instances"

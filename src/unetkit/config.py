@@ -74,16 +74,19 @@ class UNetConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    # how labels are read (unetkit.targets): binary 0/1|0/255, instance ids, or class indices
-    label_kind: Literal["auto", "binary", "instance", "classes"] = "auto"
+    # how labels are read (unetkit.data.targets): binary 0/1|0/255, instance ids, or class indices
+    # ("instance", the older spelling, is read as "instances")
+    label_kind: Literal["auto", "binary", "instances", "instance", "classes"] = "auto"
     ignore_value: int | None = None  # label value left out of the loss (e.g. 255); none by default
-    # image intensities -> float (unetkit.normalize): "per_image" standardises each whole image
+    # image intensities -> float (unetkit.data.normalize): "per_image" standardises each whole image
     # (mean 0, std 1, per channel); "range" maps the dtype's range to [0, 1]; "dataset" uses the
     # training set's mean/std; "none" casts only. Paper: not stated; per_image is the
     # Normalization default and is robust to differing exposure between images.
     normalization: Literal["range", "per_image", "dataset", "none"] = "per_image"
 
     def __post_init__(self) -> None:
+        if self.label_kind == "instance":  # one vocabulary inside: data/targets.py's KINDS
+            object.__setattr__(self, "label_kind", "instances")
         _require(
             self.ignore_value is None or self.ignore_value >= 0,
             f"data.ignore_value must be >= 0 or null, got {self.ignore_value}",
@@ -114,7 +117,7 @@ class WeightsConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Augmentation magnitudes (unetkit.augment). A 0 / False switches that part off."""
+    """Augmentation magnitudes (unetkit.data.augment). A 0 / False switches that part off."""
 
     elastic_grid: int = 3  # paper: random displacements on a coarse 3x3 grid over the tile
     elastic_sigma: float = 10.0  # paper: Gaussian displacements, 10 px standard deviation
@@ -160,7 +163,7 @@ class TrainConfig:
     batch_size: int = 1  # paper: one large tile per step
     optimizer: Literal["sgd", "adam"] = "sgd"  # paper: SGD (Caffe)
     # paper: not given. With momentum 0.99 the steady-state step is lr / (1 - momentum) = 100 lr
-    # (per-pixel mean loss, unetkit.loss). Measured on ISBI 2012 (default preset, 16 channels,
+    # (per-pixel mean loss, unetkit.training.loss). Measured on ISBI 2012 (default preset, 16 channels,
     # 316 tiles, 100 warm-up steps, 1 seed): lr 1e-2 -> NaN by step 125; 3e-3 stalls at ~1.14;
     # 1e-3 falls to 0.82 by step 300 then climbs back to ~1.13; 3e-4 reaches 0.67 at step 700.
     # 3e-4 (effective step 0.03) is ~30x below divergence.

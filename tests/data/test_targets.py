@@ -50,14 +50,14 @@ def test_detect_kind_rules():
     assert detect_kind(binary) == "binary"
     assert detect_kind(binary // 255) == "binary"
     assert detect_kind(binary.astype(bool)) == "binary"
-    assert detect_kind(touching_grid()) == "instance"
+    assert detect_kind(touching_grid()) == "instances"
     classes = np.zeros((10, 10), np.uint8)
     classes[0:2, :] = 1
     classes[5:7, :] = 1  # class 1 in two separate regions -> not instances
     classes[8:, :] = 2
     assert detect_kind(classes) == "classes"
     many = np.arange(100).reshape(10, 10) % 20  # fragmented but too many values for classes
-    assert detect_kind(many) == "instance"
+    assert detect_kind(many) == "instances"
 
 
 def test_detect_kind_respects_ignore_value():

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 from scipy import ndimage
+
+from ..io.images import atomic_path
 
 __all__ = ["PRESETS", "CellParams", "iter_dataset", "make_cells", "make_dataset",
            "resolve_params", "touching_fraction", "touching_pairs", "write_dataset"]
@@ -509,18 +510,6 @@ def make_dataset(n_images: int, shape: tuple[int, int] = (512, 512), seed: int =
     return list(iter_dataset(n_images, shape, seed, **kwargs))
 
 
-def _write_tiff_atomic(path: Path, array: np.ndarray, **kwargs) -> None:
-    """Write to a temporary file beside ``path``, then rename: no half-written file is left."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        tifffile.imwrite(tmp, array, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_dataset(folder: str | os.PathLike, n_images: int, shape: tuple[int, int] = (512, 512),
                   seed: int = 0, **kwargs) -> list[tuple[Path, Path]]:
     """Write ``images/NNN.tif`` and ``labels/NNN.tif`` under ``folder``; return the path pairs.
@@ -536,8 +525,10 @@ def write_dataset(folder: str | os.PathLike, n_images: int, shape: tuple[int, in
     for i, (image, instances) in enumerate(iter_dataset(n_images, shape, seed, **kwargs)):
         name = f"{i:0{width}d}.tif"
         img_path, lab_path = root / "images" / name, root / "labels" / name
-        _write_tiff_atomic(img_path, image)
-        _write_tiff_atomic(lab_path, instances, compression="zlib")
+        with atomic_path(img_path) as tmp:
+            tifffile.imwrite(tmp, image)
+        with atomic_path(lab_path) as tmp:
+            tifffile.imwrite(tmp, instances, compression="zlib")
         written.append((img_path, lab_path))
     logger.info("wrote %d synthetic image/label pairs to %s", len(written), root)
     return written

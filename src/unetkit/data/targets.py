@@ -13,7 +13,8 @@ Label kinds (``kind=``):
 
 * ``"binary"``: values in {0, 1} or in {0, 255} (or bool). Nonzero is the object class 1.
   Objects (for the weight map) are the 8-connected components of the foreground.
-* ``"instance"``: each object has its own positive integer, 0 is background. The target is
+* ``"instances"``: each object has its own positive integer, 0 is background (``"instance"``, the
+  name used before, is accepted too). The target is
   object (1) / background (0) with separation borders where different objects touch.
 * ``"classes"``: a class index per pixel, 0 is background. Objects are the 8-connected
   components of each nonzero class; no separation borders (different classes stay distinct).
@@ -35,9 +36,16 @@ from scipy import ndimage
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("binary", "instance", "classes", "auto")
+KINDS = ("binary", "instances", "classes", "auto")
+#: Older spellings still accepted as ``kind=`` and as ``data.label_kind`` (one vocabulary inside).
+KIND_ALIASES = {"instance": "instances"}
 
-#: ``auto`` calls a label image with more distinct nonzero values than this "instance" even when
+
+def canonical_kind(kind: str) -> str:
+    """``kind`` in the package's one vocabulary (:data:`KINDS`); older spellings mapped."""
+    return KIND_ALIASES.get(kind, kind)
+
+#: ``auto`` calls a label image with more distinct nonzero values than this "instances" even when
 #: an object is split into several pieces (e.g. by a crop); class masks rarely have more classes.
 MAX_AUTO_CLASSES = 16
 
@@ -114,8 +122,8 @@ def detect_kind(labels: np.ndarray, ignore_value: int | None = None) -> str:
     """Guess the label kind of an ``(H, W)`` label image (ignored pixels left out).
 
     Rule, in order: (1) all values in {0, 1} or all in {0, 255} (or bool) -> ``"binary"``;
-    (2) more than :data:`MAX_AUTO_CLASSES` distinct nonzero values -> ``"instance"``;
-    (3) every nonzero value is one 8-connected region -> ``"instance"``; (4) else ``"classes"``.
+    (2) more than :data:`MAX_AUTO_CLASSES` distinct nonzero values -> ``"instances"``;
+    (3) every nonzero value is one 8-connected region -> ``"instances"``; (4) else ``"classes"``.
     The guess can be wrong (a class mask with one blob per class looks like instances); pass
     ``kind=`` explicitly when it matters. Negative or non-integer values raise ``ValueError``.
     """
@@ -124,8 +132,8 @@ def detect_kind(labels: np.ndarray, ignore_value: int | None = None) -> str:
     if _is_binary(values):
         return "binary"
     if np.count_nonzero(values) > MAX_AUTO_CLASSES:
-        return "instance"
-    return "instance" if _each_value_one_component(clean) else "classes"
+        return "instances"
+    return "instances" if _each_value_one_component(clean) else "classes"
 
 
 def instances_to_target(
@@ -263,7 +271,7 @@ def weight_map(
 
     ``(H, W)`` instance labels (or a binary mask) -> ``(H, W)`` float32 weights.
 
-    * ``kind``: ``"instance"`` (ids), ``"binary"`` (0/1 or 0/255 mask: the objects are its
+    * ``kind``: ``"instances"`` (ids), ``"binary"`` (0/1 or 0/255 mask: the objects are its
       8-connected components, e.g. the cells between ISBI membranes) or ``"auto"`` (binary if
       the values are 0/1 or 0/255, else instance). Multi-class masks: :func:`build_targets`.
     * ``target`` defaults to :func:`instances_to_target` of ``labels`` (separation borders).
@@ -278,8 +286,9 @@ def weight_map(
     * Ignored pixels get weight 0.
     """
     labels = _as_int_labels(_check_2d(labels))
-    if kind not in ("auto", "instance", "binary"):
-        raise ValueError(f"kind must be 'auto', 'instance' or 'binary', got {kind!r}")
+    kind = canonical_kind(kind)
+    if kind not in ("auto", "instances", "binary"):
+        raise ValueError(f"kind must be 'auto', 'instances' or 'binary', got {kind!r}")
     if kind == "binary" or (kind == "auto" and _is_binary(np.unique(labels))):
         values = np.unique(labels)
         if not _is_binary(values):
@@ -331,6 +340,7 @@ def build_targets(
     that kind raise ``ValueError`` naming the value. ``num_classes`` (optional) bounds the
     class indices of a ``"classes"`` mask.
     """
+    kind = canonical_kind(kind)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     clean, ignore = _split_ignore(labels, ignore_value)
@@ -344,7 +354,7 @@ def build_targets(
             raise ValueError(f"binary labels must be 0/1 or 0/255, found value {bad[0]}")
         target = (clean > 0).astype(np.int64)
         objects, _ = ndimage.label(target, structure=_EIGHT)
-    elif kind == "instance":
+    elif kind == "instances":
         target = instances_to_target(clean)
         objects = clean
     else:  # classes
@@ -355,7 +365,7 @@ def build_targets(
         target = clean
         objects = _components_per_class(clean)
     weights = weight_map(
-        objects, w0, sigma, class_weights, kind="instance", target=target, ignore=ignore
+        objects, w0, sigma, class_weights, kind="instances", target=target, ignore=ignore
     )
     objects = np.where(target > 0, objects, 0).astype(np.int32)
     return Targets(target=target, weights=weights, ignore=ignore, objects=objects, kind=kind)

@@ -33,18 +33,17 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .engine import TileRunner
+from .engine import TileRunner, model_normalization
 from .plan import context
 from ..io.lazy import open_image
 from ..data.normalize import Normalization
-from .streaming import label_planes, open_run
+from .streaming import OpenedRun, label_planes, run_to_sink
 
 __all__ = ["predict_dask", "require_dask", "merge_small_chunks", "LazySource", "model_loads",
            "predict_to_file_dask"]
@@ -198,9 +197,7 @@ def predict_dask(model: nn.Module, array: Any, *, tile_size: int | None = None,
 def _lazy_affine(model: nn.Module, x: Any, normalization: Any) -> tuple[Any, Any]:
     """Per-plane, per-channel (scale, offset), shaped (..., C, 1, 1): lazy for ``per_image``."""
     da = require_dask()
-    norm = normalization if normalization is not None else getattr(model, "meta", {}).get(
-        "normalization")
-    norm = norm if isinstance(norm, Normalization) else Normalization.from_dict(norm)
+    norm = model_normalization(model, normalization)
     lead = x.shape[:-3]
     c = x.shape[-3]
     if norm.mode != "per_image":
@@ -242,7 +239,7 @@ def predict_to_file_dask(model: nn.Module, source: str | Any, out: Any, client: 
                          tta: bool = False, normalization: Any = None, resume: bool = False,
                          overwrite: bool = False, threshold: float = 0.5, min_size: int = 0,
                          method: str = "components", progress: Any = None) -> Any:
-    """:func:`unetkit.streaming.predict_to_file` on a ``dask.distributed`` cluster.
+    """:func:`unetkit.inference.streaming.predict_to_file` on a ``dask.distributed`` cluster.
 
     Workers read the input file and write their blocks of the output themselves, so ``source``
     and ``out`` must be on a file system every worker sees.  Units of work (and of resume) are
@@ -254,14 +251,9 @@ def predict_to_file_dask(model: nn.Module, source: str | Any, out: Any, client: 
     da = require_dask()
     if not isinstance(source, (str, os.PathLike)):
         raise ValueError("on a cluster the input must be a file path the workers can read")
-    prepared = open_run(model, source, out, output=output, axes=axes, tile_size=tile_size,
-                        batch_size=batch_size, tta=tta, device=None,
-                        normalization=normalization, resume=resume, overwrite=overwrite,
-                        threshold=threshold, min_size=min_size, method=method)
-    if prepared.sink is None:
-        return Path(out)
-    image, runner, layout, sink = prepared
-    try:
+
+    def write(run: OpenedRun) -> None:
+        image, runner, layout, sink = run
         step = max(1, block // runner.stride) * runner.stride  # whole output chunks per block
         lazy = LazySource(str(source), image.axes)
         arr = da.from_array(lazy, chunks=_input_chunks(image, step), name=False)
@@ -300,10 +292,11 @@ def predict_to_file_dask(model: nn.Module, source: str | Any, out: Any, client: 
                 progress(done, total, px)
         if output == "instances":
             label_planes(sink, image, layout, min_size)
-    except BaseException:
-        sink.close()
-        raise
-    return sink.finish()
+
+    return run_to_sink(model, source, out, write, output=output, axes=axes, tile_size=tile_size,
+                       batch_size=batch_size, tta=tta, device=None,
+                       normalization=normalization, resume=resume, overwrite=overwrite,
+                       threshold=threshold, min_size=min_size, method=method)
 
 
 def _input_chunks(image: Any, block: int) -> tuple[int, ...]:

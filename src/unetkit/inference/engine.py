@@ -33,6 +33,7 @@ __all__ = [
     "model_device",
     "resolve_halo",
     "input_affine",
+    "model_normalization",
     "forward_tta",
     "read_window",
     "mirror_indices",
@@ -159,10 +160,15 @@ def input_affine(model: nn.Module, src: Any, normalization: Normalization | dict
     """Per-channel ``(scale, offset)`` that turn raw pixels of the (C, H, W) ``src`` into network
     input: ``normalization``, else ``model.meta["normalization"]`` (``per_image`` statistics of
     the whole image, streamed)."""
+    return model_normalization(model, normalization).affine(src, src.shape[0])
+
+
+def model_normalization(model: nn.Module, normalization: Normalization | dict | None = None
+                        ) -> Normalization:
+    """``normalization`` if given, else the model's own (``model.meta["normalization"]``)."""
     norm = normalization if normalization is not None else getattr(model, "meta", {}).get(
         "normalization")
-    norm = norm if isinstance(norm, Normalization) else Normalization.from_dict(norm)
-    return norm.affine(src, src.shape[0])
+    return norm if isinstance(norm, Normalization) else Normalization.from_dict(norm)
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -23,14 +23,12 @@ from torch import nn
 from ..model import geometry
 from .instances import probabilities_to_instances
 from ..io.images import read_stack, write_tiff
+from .plan import check_output_kind
 from .tiled import predict_tiled
 
-__all__ = ["OUTPUT_KINDS", "check_predict_args", "predict_file", "output_path"]
+__all__ = ["check_predict_args", "predict_file", "output_path"]
 
 log = logging.getLogger(__name__)
-
-OUTPUT_KINDS = ("labels", "probabilities", "instances")
-
 
 def output_path(out_dir: str | os.PathLike, input_path: str | os.PathLike) -> Path:
     return Path(out_dir) / f"{Path(input_path).stem}.tif"
@@ -38,8 +36,7 @@ def output_path(out_dir: str | os.PathLike, input_path: str | os.PathLike) -> Pa
 
 def check_predict_args(model: nn.Module, tile: int | None, output: str) -> None:
     """Fail before any work: illegal tile for this model, unknown output kind."""
-    if output not in OUTPUT_KINDS:
-        raise ValueError(f"unknown output {output!r}; choose from {', '.join(OUTPUT_KINDS)}")
+    check_output_kind(output)
     if tile is not None:
         cfg = model.config
         geometry.check_input_size(tile, cfg.depth, cfg.padding)

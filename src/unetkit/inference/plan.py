@@ -29,6 +29,8 @@ __all__ = [
     "estimate_memory",
     "DEFAULT_MEMORY_BUDGET",
     "STREAM_MEMORY_BUDGET",
+    "OUTPUT_KINDS",
+    "check_output_kind",
 ]
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # bytes of activations for the tiles in flight (2 GiB)
@@ -189,3 +191,13 @@ def choose_tile_size(
             f"({smallest}) needs about {need / 2**20:.0f} MiB at batch size {batch_size}"
         )
     return best[1]
+
+
+#: What a prediction writes, for every driver: class indices, per-class probabilities, objects.
+OUTPUT_KINDS = ("labels", "probabilities", "instances")
+
+
+def check_output_kind(output: str) -> None:
+    """Raise ValueError naming the choices unless ``output`` is one of :data:`OUTPUT_KINDS`."""
+    if output not in OUTPUT_KINDS:
+        raise ValueError(f"unknown output {output!r}; choose from {', '.join(OUTPUT_KINDS)}")

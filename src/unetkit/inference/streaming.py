@@ -31,17 +31,17 @@ from torch import nn
 
 from .engine import TileRunner
 from .engine import input_affine
+from .plan import check_output_kind
 from ..io.lazy import LazyImage, canonical_axes, open_image
 from ..data.normalize import Normalization
 from ..io.sinks import Sink
 from .blockwise_labels import label_blocks
 
-__all__ = ["predict_to_file", "open_run", "label_planes", "model_digest", "OutputLayout",
-           "STREAM_OUTPUTS"]
+__all__ = ["predict_to_file", "open_run", "run_to_sink", "OpenedRun", "label_planes",
+           "model_digest", "OutputLayout"]
 
 log = logging.getLogger(__name__)
 
-STREAM_OUTPUTS = ("labels", "probabilities", "instances")
 Progress = Callable[[int, int, int], None]  # (units done, units total, pixels done this run)
 
 
@@ -130,25 +130,19 @@ def predict_to_file(
 
     Returns the output path.  Raises ValueError for bad arguments, inputs and existing outputs.
     """
-    prepared = open_run(model, source, out, output=output, axes=axes, tile_size=tile_size,
-                        batch_size=batch_size, tta=tta, device=device,
-                        normalization=normalization, resume=resume, overwrite=overwrite,
-                        threshold=threshold, min_size=min_size, method=method)
-    if prepared.sink is None:
-        return Path(out)
-    image, runner, layout, sink = prepared
-    try:
-        _predict_planes(runner, image, runner.plan(image.yx), layout, sink, output,
-                        normalization, threshold, progress)
+    def write(run: OpenedRun) -> None:
+        _predict_planes(run.runner, run.image, run.runner.plan(run.image.yx), run.layout,
+                        run.sink, output, normalization, threshold, progress)
         if output == "instances":
-            label_planes(sink, image, layout, min_size)
-    except BaseException:
-        sink.close()
-        raise
-    return sink.finish()
+            label_planes(run.sink, run.image, run.layout, min_size)
+
+    return run_to_sink(model, source, out, write, output=output, axes=axes, tile_size=tile_size,
+                       batch_size=batch_size, tta=tta, device=device,
+                       normalization=normalization, resume=resume, overwrite=overwrite,
+                       threshold=threshold, min_size=min_size, method=method)
 
 
-class Prepared(NamedTuple):
+class OpenedRun(NamedTuple):
     image: LazyImage
     runner: TileRunner
     layout: OutputLayout
@@ -158,10 +152,9 @@ class Prepared(NamedTuple):
 def open_run(model: nn.Module, source: Any, out: str | os.PathLike, *, output: str,
              axes: str | None, tile_size: int | None, batch_size: int, tta: bool, device: Any,
              normalization: Any, resume: bool, overwrite: bool, threshold: float,
-             min_size: int, method: str) -> Prepared:
+             min_size: int, method: str) -> OpenedRun:
     """Check the arguments, open the input and create (or reopen, ``resume``) the output."""
-    if output not in STREAM_OUTPUTS:
-        raise ValueError(f"unknown output {output!r}; choose from {', '.join(STREAM_OUTPUTS)}")
+    check_output_kind(output)
     if output == "instances" and method != "components":
         raise ValueError("streamed instances support method 'components' only (exact across "
                          "tiles); a watershed needs the whole image, see docs/large-images.md")
@@ -183,7 +176,26 @@ def open_run(model: nn.Module, source: Any, out: str | os.PathLike, *, output: s
     sink = Sink.open(out, run, shape=layout.shape, dtype=layout.dtype, chunks=layout.chunks,
                      scale=image.scale, units=image.units, resume=resume, overwrite=overwrite,
                      check=CHECKED)
-    return Prepared(image, runner, layout, sink)
+    return OpenedRun(image, runner, layout, sink)
+
+
+def run_to_sink(model: nn.Module, source: Any, out: str | os.PathLike,
+                write: Callable[[OpenedRun], None], **options: Any) -> Path:
+    """Open (or resume) a run with :func:`open_run`, let ``write`` fill its sink, finish it.
+
+    ``options`` are :func:`open_run`'s.  A resumed output that is already complete is returned
+    as it is; on any error the sink is closed (its progress kept for ``resume``) and the error
+    re-raised.  Shared by :func:`predict_to_file` and the dask cluster driver.
+    """
+    run = open_run(model, source, out, **options)
+    if run.sink is None:
+        return Path(out)
+    try:
+        write(run)
+    except BaseException:
+        run.sink.close()
+        raise
+    return run.sink.finish()
 
 
 def _predict_planes(runner: TileRunner, image: LazyImage, plan: list, layout: OutputLayout,

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .images import ImageReadError
+
 __all__ = ["LazyImage", "open_image", "require_zarr", "is_zarr_path", "parse_axes",
            "NGFF_UNITS", "canonical_axes"]
 
@@ -160,12 +162,12 @@ def open_image(source: Any, axes: str | None = None) -> LazyImage:
         return LazyImage(arr, _need_axes(axes or meta_axes, arr.shape, "array"), name="array")
     path = Path(source)
     if not path.exists():
-        raise ValueError(f"{path}: no such file or folder")
+        raise ImageReadError(f"{path}: no such file or folder")
     if path.suffix.lower() in (".tif", ".tiff"):
         return _open_tiff(path, axes)
     if is_zarr_path(path) or (path / ".zgroup").exists() or (path / "zarr.json").exists():
         return _open_zarr(path, axes)
-    raise ValueError(f"{path}: cannot stream this file type (use .tif/.tiff, .zarr or .ome.zarr)")
+    raise ImageReadError(f"{path}: cannot stream this file type (use .tif/.tiff, .zarr or .ome.zarr)")
 
 
 def _need_axes(axes: str | None, shape: tuple, where: str) -> str:
@@ -182,14 +184,14 @@ def _open_tiff(path: Path, axes: str | None) -> LazyImage:
     try:
         with tifffile.TiffFile(path) as tif:
             if not tif.series:
-                raise ValueError(f"{path}: TIFF holds no image")
+                raise ImageReadError(f"{path}: TIFF holds no image")
             series = tif.series[0]
             file_axes = series.axes.upper()
             scale, units = _tiff_pixel_size(tif, file_axes)
         store = tifffile.imread(path, aszarr=True, series=0, level=0)
         arr = zarr.open_array(store, mode="r")
     except (OSError, ValueError, KeyError, IndexError, tifffile.TiffFileError) as exc:
-        raise ValueError(f"{path}: cannot read TIFF ({type(exc).__name__}: {exc})") from None
+        raise ImageReadError(f"{path}: cannot read TIFF ({type(exc).__name__}: {exc})") from None
     if arr.ndim != len(file_axes):  # pragma: no cover - tifffile keeps them in step
         file_axes = None
     return LazyImage(arr, _need_axes(axes or file_axes, arr.shape, str(path)), scale, units,
@@ -266,7 +268,7 @@ def _open_zarr(path: Path, axes: str | None) -> LazyImage:
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as exc:  # zarr raises several types for a foreign folder
-        raise ValueError(f"{path}: cannot open as Zarr ({type(exc).__name__}: {exc})") from None
+        raise ImageReadError(f"{path}: cannot open as Zarr ({type(exc).__name__}: {exc})") from None
     scale: dict[str, float] = {}
     units: dict[str, str] = {}
     file_axes = None
@@ -289,7 +291,7 @@ def _open_zarr(path: Path, axes: str | None) -> LazyImage:
         else:
             arrays = list(node.array_keys())
             if len(arrays) != 1:
-                raise ValueError(f"{path}: Zarr group without OME multiscales holds "
+                raise ImageReadError(f"{path}: Zarr group without OME multiscales holds "
                                  f"{len(arrays)} arrays; open the array itself")
             arr = node[arrays[0]]
     else:
