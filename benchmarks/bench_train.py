@@ -29,7 +29,7 @@ from unetkit.data.dataset import load_pairs, prepare, training_normalization
 from unetkit.training.loss import weighted_cross_entropy
 from unetkit.model.unet import UNet
 from unetkit.data.synthetic import write_dataset
-from unetkit.training.loop import run_config, train
+from unetkit.training import run_config, train
 
 ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
 

@@ -21,7 +21,7 @@ import torch
 from unetkit import UNet, weighted_cross_entropy
 from unetkit.model import geometry
 from unetkit.data.synthetic import write_dataset
-from unetkit.training.loop import run_config, train
+from unetkit.training import run_config, train
 
 ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
 

@@ -5,7 +5,7 @@ the all-cell baseline.
 Two pixel errors are printed, for the model and for the baseline (everything "cell"):
 
 * ISBI pixel error = 1 - max over thresholds 0.0, 0.1, ..., 1.0 of the F-score of cell pixels
-  (``unetkit.metrics.pixel_error``, counts pooled over the 5 slices);
+  (``unetkit.metrics.arrays.pixel_error``, counts pooled over the 5 slices);
 * plain pixel error = fraction of misclassified pixels at p(cell) > 0.5, and at the threshold
   the ISBI error picked (the all-cell baseline's plain error is the membrane fraction, ~0.2).
   The balanced class weights and the border term of Eq. 2 shift the model's probabilities towards
@@ -28,7 +28,7 @@ import numpy as np
 from unetkit import load_model, predict_tiled
 from unetkit.io.images import read_image
 from unetkit.metrics.arrays import evaluate_arrays
-from unetkit.training.loop import run_config, train
+from unetkit.training import run_config, train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
 

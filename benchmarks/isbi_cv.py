@@ -26,7 +26,7 @@ import numpy as np
 
 from unetkit import evaluate_arrays, load_model, predict_tiled
 from unetkit.io.images import image_files, read_image
-from unetkit.training.loop import MODEL, run_config, train
+from unetkit.training import MODEL, run_config, train
 
 PAPER = {  # PAPER.md section 4 (hidden test set)
     "U-Net (paper)": {"warping_error": 0.000353, "rand_error": 0.0382, "pixel_error": 0.0611},

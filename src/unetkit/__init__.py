@@ -1,6 +1,6 @@
 """unetkit: the original U-Net (Ronneberger, Fischer, Brox 2015), faithfully.
 
-- the network: :class:`UNet` (the paper's defaults), :mod:`unetkit.geometry` (legal tiles);
+- the network: :class:`UNet` (the paper's defaults), :mod:`unetkit.model.geometry` (legal tiles);
 - prediction: :func:`predict_tiled` (exact overlap-tile inference, bounded memory);
 - model files: :func:`save_model`, :func:`load_model` (safetensors + JSON header);
 - training: :func:`train`, :func:`preset` / :class:`Config`; targets: :func:`weight_map`
@@ -12,7 +12,7 @@
   'unetkit[dask]'``.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401  (unetkit.__version__; not in __all__, as before)
 
 from .config import Config, UNetConfig, apply_overrides, load_config, preset, save_config
 from .model.geometry import legal_input_sizes, margin, nearest_legal_sizes, output_size
@@ -28,7 +28,7 @@ from .inference.streaming import predict_to_file
 from .data.targets import build_targets, instances_to_target, weight_map
 from .inference.plan import choose_tile_size
 from .inference.tiled import predict_tiled
-from .training.loop import TrainingInterrupted, train
+from .training import TrainingInterrupted, train
 
 __all__ = [
     "Config",

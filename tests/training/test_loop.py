@@ -22,7 +22,7 @@ from unetkit.training.loss import weighted_cross_entropy
 from unetkit.model.unet import UNet
 from unetkit.data.normalize import Normalization
 from unetkit.data.synthetic import write_dataset
-from unetkit.training.loop import (
+from unetkit.training import (
     CHECKPOINT,
     UNLIMITED_ITERATIONS,
     TrainingInterrupted,

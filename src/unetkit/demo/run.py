@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from . import report
 from ..data import synthetic
 from ..config import preset
@@ -32,7 +32,7 @@ from ..io.images import atomic_path, write_tiff
 from ..metrics.arrays import evaluate_arrays
 from ..model.modelfile import load_model
 from ..inference.tiled import predict_tiled
-from ..training.loop import CURVES, MODEL, train
+from ..training import CURVES, MODEL, train
 
 __all__ = ["DemoSettings", "run_demo", "DEMO_METRICS"]
 

@@ -1,0 +1,111 @@
+"""The argument parser of ``unetkit``: every verb, flag and default in one place."""
+
+from __future__ import annotations
+
+import argparse
+
+from .._version import __version__
+from .verbs import cmd_demo, cmd_evaluate, cmd_info, cmd_predict, cmd_sizes, cmd_train
+
+__all__ = ["build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="unetkit",
+        description="The original U-Net: exact overlap-tile prediction, the paper's training, "
+        "the field's metrics.",
+    )
+    p.add_argument("--version", action="version", version=f"unetkit {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    s = sub.add_parser("predict", help="segment images with a trained model")
+    s.add_argument("--model", required=True, help="model file (.safetensors)")
+    s.add_argument("--input", required=True, nargs="+", help="image files, stacks or folders")
+    s.add_argument("--out", required=True,
+                   help="output folder (TIFF per input, same base name), or one output FILE "
+                        "ending in .ome.zarr/.zarr/.tif/.tiff: streamed tile by tile from one "
+                        "large input (TIFF, Zarr, OME-Zarr), resumable")
+    s.add_argument("--tile", type=int, default=None,
+                   help="input tile edge (legal size, see `unetkit sizes`); default: automatic")
+    s.add_argument("--batch", type=int, default=1, help="tiles per forward pass")
+    s.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
+    s.add_argument("--output", default="labels",
+                   help="labels (class indices), probabilities (float32) or instances (objects)")
+    s.add_argument("--threshold", type=float, default=0.5,
+                   help="instances: foreground probability threshold")
+    s.add_argument("--method", choices=("components", "watershed"), default="components",
+                   help="instances: connected components, or a seeded watershed for touching objects")
+    s.add_argument("--min-size", type=int, default=0, help="instances: drop smaller objects (px)")
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    s.add_argument("--resume", action="store_true",
+                   help="--out FILE: finish an interrupted run, computing only unfinished tiles")
+    s.add_argument("--axes", default=None,
+                   help="--out FILE: the input's axes when its metadata lacks them (ZYX, TCYX...)")
+    s.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                   help="--out FILE: run on this dask.distributed cluster (tcp://host:8786); "
+                        "input and output on a file system the workers share")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("demo", help="train and segment built-in synthetic data, write a report")
+    s.add_argument("--out", default="unetkit-demo", help="output folder (default: unetkit-demo)")
+    s.add_argument("--minutes", type=float, default=4.0, help="training budget (default 4)")
+    s.add_argument("--iterations", type=int, default=None, help="a step budget instead")
+    s.add_argument("--size", type=int, default=4096, help="edge of the large test image")
+    s.add_argument("--train-images", type=int, default=24, help="synthetic training images")
+    s.add_argument("--image-size", type=int, default=384, help="edge of the training images")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--tta", action="store_true", help="average 8 flips/rotations at prediction")
+    s.add_argument("--device", default=None, help="cpu, cuda ... (default: cpu)")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("evaluate", help="score predictions against ground truth")
+    s.add_argument("--pred", required=True, help="prediction file, stack or folder")
+    s.add_argument("--truth", required=True, help="ground-truth file, stack or folder")
+    s.add_argument("--metrics", nargs="+", default=None,
+                   help="metric names (default: pixel_error rand_error warping_error v_rand "
+                   "v_info iou dice ap50 f1_50 seg, those that apply)")
+    s.add_argument("--json", default=None, help="write {per_image, mean} to this JSON file")
+    s.add_argument("--thresholds", nargs=3, type=float, default=(0.0, 1.0, 0.1),
+                   metavar=("START", "STOP", "STEP"), help="probability threshold sweep")
+    s.add_argument("--kind", choices=("probability", "binary", "instances", "classes"),
+                   default=None, help="prediction kind (default: detected from the values)")
+    s.add_argument("--channel", type=int, default=1,
+                   help="foreground channel of a multi-channel probability map")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("train", help="train a U-Net as in the paper (run folder: model, "
+                       "checkpoint, metrics.csv, curves.png)")
+    s.add_argument("--images", required=True, help="training images: folder, file or stack")
+    s.add_argument("--labels", required=True, help="labels: folder (same file names) or stack")
+    s.add_argument("--out", required=True, help="run folder")
+    s.add_argument("--val-images", default=None, help="validation images (with --val-labels)")
+    s.add_argument("--val-labels", default=None, help="validation labels")
+    s.add_argument("--val-fraction", type=float, default=None,
+                   help="hold out this fraction of the training images for validation")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--config", default=None, help="YAML configuration file")
+    g.add_argument("--preset", choices=("paper", "default"), default=None,
+                   help="paper: exactly the paper; default: trains in minutes on a CPU")
+    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a configuration value (repeatable), e.g. train.lr=1e-3")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--minutes", type=float, default=None, help="time budget (only)")
+    g.add_argument("--iterations", type=int, default=None, help="step budget (only)")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    s.add_argument("--seed", type=int, default=None, help="seed (train.seed)")
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sizes", help="list legal input/output tile sizes")
+    s.add_argument("--depth", type=int, default=4)
+    s.add_argument("--padding", choices=("valid", "same"), default="valid")
+    s.add_argument("--max", type=int, default=1084, help="largest input size to list")
+    s.set_defaults(func=cmd_sizes)
+
+    s = sub.add_parser("info", help="print a model file's configuration")
+    s.add_argument("model")
+    s.set_defaults(func=cmd_info)
+    return p

@@ -1,0 +1,216 @@
+"""The verbs of ``unetkit VERB``: each turns parsed arguments into one library call and prints.
+
+Library modules are imported inside the verbs so that ``unetkit --help`` and ``unetkit sizes``
+start without loading torch (start-up time, not import cycles: tests/test_imports.py checks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..model import geometry
+from .progress import ProgressBar, TileBar, train_progress
+
+__all__ = ["CLIError", "cmd_predict", "cmd_demo", "cmd_evaluate", "cmd_train", "cmd_sizes",
+           "cmd_info", "format_table"]
+
+
+class CLIError(Exception):
+    """An error to report in one line."""
+
+
+def _device(name: str | None) -> str | None:
+    import torch
+
+    if name and name.startswith("cuda") and not torch.cuda.is_available():
+        raise CLIError(f"device {name!r} requested but CUDA is not available on this machine")
+    return name
+
+
+def cmd_sizes(args: argparse.Namespace) -> int:
+    depth, padding = args.depth, args.padding
+    m = geometry.margin(depth, padding)
+    print(f"# {padding}-padded U-Net, depth {depth}: margin {m} px per side")
+    print(f"{'input':>6} {'output':>6} {'writes':>6}")
+    for s in geometry.legal_input_sizes(depth, args.max, padding):
+        stride = geometry.tile_stride(s, depth, padding)
+        note = "" if stride >= 2**depth else "  (too small to tile with)"
+        print(f"{s:6d} {geometry.output_size(s, depth, padding):6d} {stride:6d}{note}")
+    print("# 'writes': output pixels each tile contributes (a multiple of 2**depth, see docs)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..model.modelfile import read_model_meta
+
+    print(json.dumps(read_model_meta(args.model), indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..io.images import image_files
+    from ..model.modelfile import load_model
+    from ..inference.files import check_predict_args, predict_file
+
+    device = _device(args.device)
+    model = load_model(args.model, device=device or "cpu")
+    check_predict_args(model, args.tile, args.output)
+    if _streamed(args):
+        return _predict_streamed(args, model, device)
+    files = [f for path in args.input for f in image_files(path)]
+    bar = ProgressBar()
+    try:
+        for f in files:
+            bar.desc = f.name
+            target = predict_file(model, f, args.out, output=args.output, tile=args.tile,
+                                  batch=args.batch, tta=args.tta, device=device,
+                                  overwrite=args.overwrite, progress=bar,
+                                  instances={"threshold": args.threshold, "method": args.method,
+                                             "min_size": args.min_size})
+            bar.write(f"{f} -> {target}")
+    finally:
+        bar.close()
+    return 0
+
+
+def _streamed(args: argparse.Namespace) -> bool:
+    """``--out`` names one output file (.ome.zarr, .zarr, .tif, .tiff): stream to it."""
+    from ..io.sinks import output_format
+
+    try:
+        output_format(args.out)
+    except ValueError:
+        if args.resume or args.axes or args.dask_scheduler:
+            raise CLIError("--resume, --axes and --dask-scheduler need --out FILE ending in "
+                           ".ome.zarr, .zarr, .tif or .tiff") from None
+        return False
+    return True
+
+
+def _predict_streamed(args: argparse.Namespace, model, device: str | None) -> int:
+    """One input streamed tile by tile into one output file (docs/large-images.md)."""
+    from pathlib import Path
+
+    from ..inference.streaming import predict_to_file
+
+    if len(args.input) != 1:
+        raise CLIError(f"--out {args.out} takes one --input (a TIFF, Zarr or OME-Zarr image), "
+                       f"got {len(args.input)}")
+    source = args.input[0]
+    kwargs = dict(output=args.output, axes=args.axes, tile_size=args.tile, batch_size=args.batch,
+                  tta=args.tta, resume=args.resume, overwrite=args.overwrite,
+                  threshold=args.threshold, min_size=args.min_size, method=args.method)
+    bar = TileBar()
+    bar.desc = Path(source).name
+    try:
+        if args.dask_scheduler:
+            try:
+                from distributed import Client
+
+                from ..inference.dask_arrays import predict_to_file_dask
+            except ImportError:
+                raise CLIError("--dask-scheduler needs dask: pip install 'unetkit[dask]'") from None
+            bar.unit = "block"
+            with Client(args.dask_scheduler) as client:
+                target = predict_to_file_dask(model, source, args.out, client, progress=bar,
+                                              **kwargs)
+        else:
+            target = predict_to_file(model, source, args.out, device=device, progress=bar,
+                                     **kwargs)
+        bar.write(f"{source} -> {target}")
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"unetkit: {args.out} is partial; finish it with --resume", file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..metrics.files import evaluate_files
+    from ..io.images import atomic_path
+    from ..metrics.arrays import threshold_range
+
+    thresholds = threshold_range(*args.thresholds)
+    bar = ProgressBar(unit="image")
+    bar.desc = "evaluate"
+    try:
+        result = evaluate_files(args.pred, args.truth, args.metrics, thresholds,
+                                kind=args.kind, channel=args.channel, progress=bar)
+    finally:
+        bar.close()
+    print(format_table(result))
+    if args.json:
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(_nan_to_null(result), indent=2, allow_nan=False))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _nan_to_null(obj):
+    """Standard JSON has no NaN: undefined scores are written as null."""
+    if isinstance(obj, dict):
+        return {k: _nan_to_null(v) for k, v in obj.items()}
+    return None if isinstance(obj, float) and obj != obj else obj
+
+
+def format_table(result: dict) -> str:
+    """Per-image rows and a mean row, one column per metric."""
+    keys = list(result["mean"])
+    width = max([4, *(len(n) for n in result["per_image"])])
+    lines = [f"{'image':<{width}} " + " ".join(f"{k:>13}" for k in keys)]
+    rows = [*result["per_image"].items(), ("mean", result["mean"])]
+    for name, scores in rows:
+        lines.append(f"{name:<{width}} " + " ".join(f"{scores.get(k, float('nan')):13.6g}"
+                                                   for k in keys))
+    lines.insert(-1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..training import TrainingInterrupted, run_config, train
+
+    device = _device(args.device) or "cpu"
+    cfg = run_config(args.out, config_file=args.config, preset_name=args.preset,
+                     overrides=args.set, seed=args.seed, minutes=args.minutes,
+                     iterations=args.iterations, resume=args.resume)
+    bar = ProgressBar(unit="it")
+    bar.desc = "train"
+    progress = train_progress(bar)
+    try:
+        run = train(cfg, args.images, args.labels, args.out, val_images=args.val_images,
+                    val_labels=args.val_labels, val_fraction=args.val_fraction,
+                    resume=args.resume, device=device, progress=progress)
+    except TrainingInterrupted as stop:
+        bar.close()
+        print(f"unetkit: {stop}", file=sys.stderr)
+        return 130 if stop.signal_name == "SIGINT" else 143
+    finally:
+        bar.close()
+    print(f"trained model: {run / 'model.safetensors'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..demo.run import DemoSettings, run_demo
+
+    settings = DemoSettings(minutes=args.minutes, large_size=args.size, seed=args.seed,
+                            tta=args.tta, device=_device(args.device) or "cpu",
+                            iterations=args.iterations, train_images=args.train_images,
+                            image_size=args.image_size)
+    train_bar, predict_bar = ProgressBar(unit="it"), ProgressBar(unit="tile")
+    train_bar.desc, predict_bar.desc = "train", "predict"
+    try:
+        result = run_demo(args.out, settings, train_progress=train_progress(train_bar),
+                          predict_progress=predict_bar, stage=lambda text: print(f"* {text}"))
+    finally:
+        train_bar.close()
+        predict_bar.close()
+    m = result["metrics"]
+    print(f"foreground IoU {m['iou']:.3f}, instance F1@0.5 {m['f1_50']:.3f}, "
+          f"pixel error {m['pixel_error']:.4f}")
+    print(f"report: {result['report'].resolve()}")
+    return 0

@@ -1,0 +1,109 @@
+"""The run folder's files and the checkpoint: the state of a run, saved and restored exactly.
+
+The checkpoint holds tensors and plain containers only (``torch.load(weights_only=True)``) and is
+written atomically, beside ``model.safetensors`` (best by validation) and ``model_last.safetensors``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._version import __version__
+from ..config import Config, to_dict
+from ..data.dataset import Prepared
+from ..data.normalize import Normalization
+from ..io.images import atomic_path
+from ..model.modelfile import save_model
+from ..model.unet import UNet
+from .validation import validate
+
+__all__ = ["RunState", "load_checkpoint", "CONFIG", "MODEL", "LAST_MODEL", "CHECKPOINT", "METRICS",
+           "CURVES"]
+
+CONFIG, MODEL, LAST_MODEL = "config.yaml", "model.safetensors", "model_last.safetensors"
+CHECKPOINT, METRICS, CURVES = "checkpoint.pt", "metrics.csv", "curves.png"
+CHECKPOINT_VERSION = 1
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint (tensors and plain containers only: ``weights_only=True``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p}: no checkpoint to resume from")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise ValueError(f"{p}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{p}: not a unetkit checkpoint (version {CHECKPOINT_VERSION})")
+    return ckpt
+
+
+class RunState:
+    """State of one training run (model, optimiser, counters) and its run-folder writes."""
+
+    def __init__(self, cfg: Config, out: Path, device: torch.device, norm: Normalization,
+                 class_names: list[str], n_train: int) -> None:
+        self.cfg, self.out, self.device = cfg, out, device
+        torch.manual_seed(cfg.train.seed)
+        self.model = UNet(**cfg.model.to_dict()).to(device)
+        self.model.meta = {"normalization": norm.to_dict(), "class_names": class_names}
+        t = cfg.train
+        params = self.model.parameters()
+        if t.optimizer == "sgd":
+            self.opt: torch.optim.Optimizer = torch.optim.SGD(
+                params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        else:
+            self.opt = torch.optim.Adam(params, lr=t.lr, betas=(t.momentum, 0.999),
+                                        weight_decay=t.weight_decay)
+        self.step, self.elapsed = 0, 0.0
+        self.best_score, self.best_step = math.inf, 0
+        self.n_train = n_train
+        self.last_val: dict[str, float] = {}
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.step, self.elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+        self.best_score, self.best_step = float(ckpt["best_score"]), int(ckpt["best_step"])
+        self.last_val = dict(ckpt.get("last_val", {}))
+        torch.set_rng_state(ckpt["rng"]["torch"])
+
+    def info(self) -> dict[str, Any]:
+        return {"step": self.step, "elapsed_s": round(self.elapsed, 3),
+                "best_step": self.best_step,
+                "best_val_pixel_error": None if math.isinf(self.best_score) else self.best_score,
+                "train_images": self.n_train, "seed": self.cfg.train.seed,
+                "config": to_dict(self.cfg), "unetkit_version": __version__}
+
+    def save(self, with_val: bool) -> None:
+        """model_last, model (best or last), checkpoint: each written atomically."""
+        meta = {"training": self.info()}
+        save_model(self.out / LAST_MODEL, self.model, meta)
+        if not with_val or not (self.out / MODEL).exists():
+            save_model(self.out / MODEL, self.model, meta)
+        ckpt = {
+            "version": CHECKPOINT_VERSION,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": {"schedule": self.cfg.train.schedule, "lr": self.opt.param_groups[0]["lr"]},
+            "step": self.step, "elapsed": self.elapsed,
+            "best_score": self.best_score, "best_step": self.best_step,
+            "last_val": self.last_val,
+            "rng": {"torch": torch.get_rng_state()},
+            "config": to_dict(self.cfg),
+        }
+        with atomic_path(self.out / CHECKPOINT) as tmp:
+            torch.save(ckpt, tmp)
+
+    def validate(self, items: list[Prepared]) -> dict[str, float]:
+        scores = validate(self.model, items, str(self.device))
+        self.last_val = scores
+        if scores["val_pixel_error"] < self.best_score:
+            self.best_score, self.best_step = scores["val_pixel_error"], self.step
+            save_model(self.out / MODEL, self.model, {"training": self.info()})
+        return scores

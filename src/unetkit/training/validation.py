@@ -1,0 +1,79 @@
+"""The data of a run (training and validation items, class names) and validation by overlap-tile
+inference on whole images."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from ..config import Config
+from ..data.dataset import Prepared, load_pairs, prepare, split_validation, training_normalization
+from ..data.normalize import Normalization
+from ..inference.tiled import predict_tiled
+from ..metrics import arrays as metrics
+from ..model.unet import UNet
+
+__all__ = ["load_data", "class_names", "validate"]
+
+log = logging.getLogger(__name__)
+
+
+def load_data(cfg: Config, images, labels, val_images, val_labels, val_fraction):
+    """Training and validation items (targets and weights computed) and the normalisation."""
+    if (val_images is None) != (val_labels is None):
+        raise ValueError("give both validation images and validation labels, or neither")
+    if val_images is not None and val_fraction is not None:
+        raise ValueError("give either validation images or a validation fraction, not both")
+    channels = cfg.model.in_channels
+    pairs = load_pairs(images, labels, channels=channels)
+    val_pairs = []
+    if val_images is not None:
+        val_pairs = load_pairs(val_images, val_labels, channels=channels)
+    elif val_fraction is not None:
+        pairs, val_pairs = split_validation(pairs, val_fraction, cfg.train.seed)
+    norm = training_normalization(cfg.data.normalization, pairs)
+    t0 = time.perf_counter()
+    train_items, val_items = prepare(pairs, cfg, norm), prepare(val_pairs, cfg, norm)
+    log.info("targets and weights of %d training and %d validation images in %.1f s",
+             len(train_items), len(val_items), time.perf_counter() - t0)
+    return train_items, val_items, norm
+
+
+def class_names(cfg: Config, items: list[Prepared]) -> list[str]:
+    """Names stored in the model file: background/object, or background/class_k."""
+    if cfg.model.num_classes == 2 and all(it.kind != "classes" for it in items):
+        return ["background", "object"]
+    return ["background"] + [f"class_{k}" for k in range(1, cfg.model.num_classes)]
+
+
+def validate(model: UNet, items: list[Prepared], device: str) -> dict[str, float]:
+    """Mean pixel error and foreground IoU over whole validation images (predict_tiled).
+
+    Two classes: ISBI pixel error (1 - max F-score over thresholds) and IoU of class 1 at 0.5
+    (``unetkit.metrics.arrays``).  More classes: 1 - accuracy and mean IoU of the argmax.  Ignored
+    pixels are set to the truth before scoring (the metrics take no mask), so they count as
+    correct.  The stored images are already normalised, hence ``normalization="none"``, which
+    gives exactly the values predict_tiled computes from the raw image with the model's meta.
+    """
+    errors, ious = [], []
+    for it in items:
+        prob = predict_tiled(model, it.image, device=device,
+                             normalization=Normalization(mode="none"))
+        if prob.shape[0] == 2:
+            truth = (it.target > 0).astype(np.uint8)
+            fg = prob[1] if it.ignore is None else np.where(it.ignore, truth, prob[1])
+            scores = metrics.evaluate_arrays(fg.astype(np.float32), truth,
+                                             metrics=("pixel_error", "iou"))
+            errors.append(scores["pixel_error"])
+            ious.append(scores["iou"])
+        else:
+            pred = prob.argmax(0)
+            if it.ignore is not None:
+                pred = np.where(it.ignore, it.target, pred)
+            errors.append(float(np.mean(pred != it.target)))
+            scores = metrics.evaluate_arrays(pred, it.target, metrics=("mean_iou",),
+                                             kind="classes")
+            ious.append(scores["mean_iou"])
+    return {"val_pixel_error": float(np.nanmean(errors)), "val_iou": float(np.nanmean(ious))}
