@@ -1,4 +1,4 @@
-"""Tests for unetkit.synthetic: determinism, exact labels, touching objects, image realism, I/O."""
+"""Tests for unetkit.data.synthetic: determinism, exact labels, touching objects, image realism, I/O."""
 
 import dataclasses
 import logging

@@ -1,4 +1,4 @@
-"""ISBI 2012 metrics and evaluate_arrays (unetkit.metrics, unetkit.isbi, unetkit.partition)."""
+"""ISBI 2012 metrics and evaluate_arrays (metrics/arrays.py, isbi.py, rand_info.py)."""
 
 import math
 from pathlib import Path
@@ -25,7 +25,7 @@ from unetkit.metrics.rand_info import info_scores, rand_scores, thin_boundaries
 ISBI = Path("/work/shared/data/isbi2012")
 
 
-# ----------------------------------------------------------------------------- partition
+# ----------------------------------------------------------------------------- rand_info
 
 TRUTH_ROW = np.array([[1, 1, 1, 0, 2, 2]])
 PROPOSAL_ROW = np.array([[1, 1, 2, 2, 2, 0]])  # splits A, merges across the boundary

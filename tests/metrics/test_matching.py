@@ -1,4 +1,4 @@
-"""Instance matching, AP, CTC SEG, IoU and Dice (unetkit.matching) on hand-built labels."""
+"""Instance matching, AP, CTC SEG, IoU and Dice (unetkit.metrics.matching) on hand-built labels."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Simple points and topology-preserving warping (unetkit.topology)."""
+"""Simple points and topology-preserving warping (unetkit.metrics.topology)."""
 
 import numpy as np
 import pytest

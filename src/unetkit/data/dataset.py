@@ -7,7 +7,7 @@
    the file and the value.
 2. :func:`prepare` builds targets and Eq. 2 weight maps once per image (``targets.build_targets``,
    which also rejects label values that do not fit the label kind) and normalises each image
-   exactly as ``tiling.predict_tiled`` will (``Normalization.affine`` of the whole image).
+   exactly as ``inference.tiled.predict_tiled`` will (``Normalization.affine`` of the whole image).
 3. :class:`TileSampler` draws the training batch of step ``s`` from its own generator
    ``np.random.default_rng([seed, s, j])`` (tile ``j`` of the batch): which image (in proportion
    to its area), where, and every augmentation parameter (``augment.augment_tile``).  A batch is a

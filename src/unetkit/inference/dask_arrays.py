@@ -9,7 +9,7 @@ chunking.
 How the blocks stay exact:
 
 - ``dask.array.overlap`` gives each block ``context`` extra px per side from its neighbours
-  (blocks.py: margin + halo + ``2**depth - 1``; ``boundary="none"``: nothing is invented at the
+  (plan.context: margin + halo + ``2**depth - 1``; ``boundary="none"``: nothing is invented at the
   image border).  Inside the block the network's tiles start on the *global* ``2**depth`` grid
   (the block's position comes from ``block_id`` and the chunk sizes), which the network needs to
   reproduce whole-image numbers; that is why the overlap holds ``2**depth - 1`` px more than the

@@ -7,7 +7,7 @@ slice by slice and written as a stack with the same number of pages:
 - ``probabilities``: float32 softmax probabilities, ``(K, H, W)`` or ``(N, K, H, W)``;
 - ``instances``: labelled objects (uint16, or uint32 beyond 65535 objects) from the foreground
   probability ``1 - p(class 0)``: connected components of ``p > threshold``, or a seeded
-  watershed that splits touching objects (:func:`unetkit.instances.probabilities_to_instances`).
+  watershed that splits touching objects (:func:`unetkit.inference.instances.probabilities_to_instances`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Predict images larger than memory from disk to disk, tile by tile, resumable.
 
-:func:`predict_to_file` opens the input lazily (lazyio.py: TIFF/BigTIFF, Zarr, OME-Zarr), runs
+:func:`predict_to_file` opens the input lazily (io/lazy.py: TIFF/BigTIFF, Zarr, OME-Zarr), runs
 the overlap-tile plan of ``predict_tiled`` plane by plane (stacks and time series: every index of
 the axes other than C, Y, X is one 2D image) and writes each tile's output straight into an
 OME-Zarr or tiled BigTIFF output (sinks.py).  Output chunks are exactly the tiles' output
@@ -13,7 +13,7 @@ see ``benchmarks/bench_streaming.py``.  The output equals ``predict_tiled`` on t
 Resume: every finished tile is logged in the output after its pixels (sinks.py); a rerun with
 ``resume=True`` computes only the tiles not logged.  Instances (``output="instances"``): the
 foreground ``1 - p(class 0) > threshold`` is streamed into a scratch mask, then labelled block by
-block and merged across block borders (stitch.py): one label per object over the whole plane.
+block and merged across block borders (blockwise_labels.py): one label per object over the whole plane.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def predict_tiled(
             field, the zero padding at tile edges never reaches a kept pixel and stitching is
             exact to float rounding (measured: 3e-6); a narrower halo is faster but not exact.
         memory_budget: bytes of activations allowed for the tiles in flight (``tile_size=None``).
-        normalization: overrides ``model.meta["normalization"]`` (see normalize.py).
+        normalization: overrides ``model.meta["normalization"]`` (see data/normalize.py).
         softmax: return softmax probabilities (True) or the raw network output (False).
         progress: called as ``progress(tiles_done, tiles_total)`` after each batch.
 

@@ -4,10 +4,10 @@ Numpy/scipy/scikit-image only (no torch). `evaluate_arrays` scores one predictio
 ground truth, picking the metrics that apply to the kind of prediction. The definitions live
 with their implementations:
 
-* `unetkit.isbi`: pixel error, Rand error, warping error, V_rand, V_info (threshold sweeps);
-* `unetkit.partition`: the foreground-restricted Rand and information scores, thinning;
-* `unetkit.topology`: simple points and topology-preserving warping;
-* `unetkit.matching`: IoU matching (TP/FP/FN, precision, recall, F1, AP), SEG, IoU, Dice.
+* `unetkit.metrics.isbi`: pixel error, Rand error, warping error, V_rand, V_info (threshold sweeps);
+* `unetkit.metrics.rand_info`: the foreground-restricted Rand and information scores, thinning;
+* `unetkit.metrics.topology`: simple points and topology-preserving warping;
+* `unetkit.metrics.matching`: IoU matching (TP/FP/FN, precision, recall, F1, AP), SEG, IoU, Dice.
 """
 
 from __future__ import annotations

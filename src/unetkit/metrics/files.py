@@ -6,7 +6,7 @@ Every prediction needs its ground truth (else an error names it); ground truths 
 prediction are skipped with a warning, so a subset of a labelled folder can be scored.
 A prediction may be a probability map (float; a multi-channel map such as ``unetkit predict
 --output probabilities`` writes is reduced to its foreground channel, ``channel`` (default 1)),
-a class map, a binary mask or an instance image; see :func:`unetkit.metrics.evaluate_arrays`.
+a class map, a binary mask or an instance image; see :func:`unetkit.metrics.arrays.evaluate_arrays`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The ISBI 2012 challenge metrics: pixel error, Rand error, warping error, V_rand, V_info.
 
-Numpy/scipy/scikit-image only (no torch). `unetkit.metrics.evaluate_arrays` is the entry
-point that combines these with the instance and semantic scores of `unetkit.matching`.
+Numpy/scipy/scikit-image only (no torch). `unetkit.metrics.arrays.evaluate_arrays` is the entry
+point that combines these with the instance and semantic scores of `unetkit.metrics.matching`.
 
 ISBI 2012 conventions (PAPER.md section 5; Arganda-Carreras et al., Front. Neuroanat. 9:142,
 2015; the challenge's Fiji script is the reference we follow, with our own code):
@@ -16,7 +16,7 @@ ISBI 2012 conventions (PAPER.md section 5; Arganda-Carreras et al., Front. Neuro
   each threshold before the best threshold is picked (one threshold for the whole stack);
   the pixel F-score pools its counts over slices.
 
-The metrics (details in the docstrings of `isbi_metrics` and of `partition` / `topology`):
+The metrics (details in the docstrings of `isbi_metrics` and of `rand_info` / `topology`):
 
 * `pixel_error` = 1 - max_t F1 of foreground pixels (prediction > t vs truth > 0).
 * `rand_error` = 1 - max_t V_rand between the truth's segments and the 4-connected components
@@ -283,7 +283,7 @@ def isbi_metrics(prediction: np.ndarray, truth: np.ndarray, *,
       `warping_splits` / `warping_mergers` count the split and merger clusters among the
       remaining mismatches at the chosen threshold (`topology.splits_and_mergers`; mean per
       slice for stacks).
-    * v_rand, v_info = max_t of the Rand / information F-scores of `partition` between T and
+    * v_rand, v_info = max_t of the Rand / information F-scores of `rand_info` between T and
       `rand_info.thin_boundaries(S_t)` (components grown by watershed until the boundaries
       are one pixel wide); `_split` / `_merge` keys give the terms at the chosen threshold.
 

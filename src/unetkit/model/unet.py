@@ -83,7 +83,7 @@ class UNet(nn.Module):
         self.meta: dict = {}  # normalisation, class names, training info (see modelfile.py)
         self.reset_parameters()
 
-    # --- geometry, from geometry.py (never re-derived here) ---
+    # --- geometry, from model/geometry.py (never re-derived here) ---
     @property
     def margin(self) -> int:
         """Context pixels lost per side (92 for the paper network, 0 for same padding)."""
