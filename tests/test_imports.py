@@ -42,6 +42,7 @@ for _wing in ALLOWED:
 # numpy / scipy only: pure geometry apart from tensors, and the metrics where they are today
 NO_TORCH = {"config", "_version", "model.geometry", "inference.plan", "inference.instances",
             "inference.blockwise_labels", "data.normalize", "data.targets", "data.synthetic",
+            "data.cell_params", "data.optics",
             "demo.report"}
 NO_TORCH_FOLDERS = {"io", "metrics"}
 

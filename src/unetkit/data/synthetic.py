@@ -25,7 +25,6 @@ objects numbered 1..N consecutively.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections import defaultdict
@@ -37,6 +36,8 @@ import tifffile
 from scipy import ndimage
 
 from ..io.images import atomic_path
+from .cell_params import PRESETS, CellParams, resolve_params
+from .optics import expose, haze, illumination, render_signal
 
 __all__ = ["PRESETS", "CellParams", "iter_dataset", "make_cells", "make_dataset",
            "resolve_params", "touching_fraction", "touching_pairs", "write_dataset"]
@@ -46,72 +47,6 @@ logger = logging.getLogger(__name__)
 _N_ANGLES = 64  # samples of each outline's radius function; harmonics go up to 6, so 64 is ample
 _HARMONICS = np.arange(2, 7)
 _MAX_FAILURES = 300  # consecutive failed placements before an image counts as full
-
-
-def _check_range(name: str, value: float, lo: float, hi: float) -> None:
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
-
-
-@dataclasses.dataclass(frozen=True)
-class CellParams:
-    """How synthetic objects and the image are drawn. Start from ``PRESETS[kind]``.
-
-    Brightness values are relative to the mean object brightness (1.0).
-    """
-
-    radius_range: tuple[float, float] = (8.0, 20.0)  # equivalent radius sqrt(a*b) in px, uniform
-    max_aspect: float = 1.6  # major/minor axis ratio drawn uniformly from [1, max_aspect]
-    irregularity: float = 0.06  # std of the radial harmonics 2..6 (relative to the radius)
-    coverage: float = 0.3  # fraction of the image area to cover when n_cells is not given
-    cluster_fraction: float = 0.25  # chance that a new group is a cluster rather than a lone object
-    mean_cluster_size: float = 3.0  # clusters have 2 + Poisson(mean - 2) members
-    gap: float = 3.0  # least distance in px between objects that are not meant to touch
-    min_area: int = 30  # objects cut smaller than this (by neighbours or the border) are dropped
-    intensity_cv: float = 0.35  # per-object brightness: lognormal sigma (cell cycle, staining)
-    edge_level: float = 0.6  # brightness at the outline relative to the centre (dome profile)
-    nucleus_dim: float = 0.0  # dimming of a central nucleus-shaped core (cytoplasm stains)
-    texture: float = 0.25  # std of the internal texture (chromatin / granularity)
-    spot_density: float = 0.002  # bright spots per px of image area
-    background: float = 0.1  # autofluorescence
-    haze: float = 0.15  # out-of-focus glow: fraction of a widely blurred copy of the signal
-    vignetting: float = 0.4  # relative darkening at the corners
-    gradient: float = 0.4  # relative linear illumination change across the image
-    blur_sigma: float = 1.2  # Gaussian PSF sigma in px
-    photons: float = 120.0  # expected photon count of a mean object at full illumination
-    read_noise: float = 3.0  # camera read noise, in photons
-    dtype: str = "uint8"  # "uint8" or "uint16"
-
-    def __post_init__(self) -> None:
-        lo, hi = self.radius_range
-        if not 1.0 <= lo <= hi:
-            raise ValueError(f"radius_range must satisfy 1 <= min <= max, got {self.radius_range}")
-        _check_range("max_aspect", self.max_aspect, 1.0, 4.0)
-        _check_range("irregularity", self.irregularity, 0.0, 0.3)
-        _check_range("coverage", self.coverage, 1e-6, 0.9)
-        _check_range("cluster_fraction", self.cluster_fraction, 0.0, 1.0)
-        _check_range("mean_cluster_size", self.mean_cluster_size, 2.0, 100.0)
-        _check_range("edge_level", self.edge_level, 0.0, 1.0)
-        _check_range("nucleus_dim", self.nucleus_dim, 0.0, 1.0)
-        _check_range("photons", self.photons, 1e-3, 1e7)
-        for name in ("gap", "min_area", "intensity_cv", "texture", "spot_density", "background",
-                     "haze", "vignetting", "gradient", "blur_sigma", "read_noise"):
-            _check_range(name, getattr(self, name), 0.0, 1e6)
-        if self.vignetting >= 1 or self.gradient >= 1:
-            raise ValueError(f"vignetting and gradient must be < 1, got {self.vignetting}, "
-                             f"{self.gradient}")
-        if self.dtype not in ("uint8", "uint16"):
-            raise ValueError(f"dtype must be 'uint8' or 'uint16', got {self.dtype!r}")
-
-
-PRESETS: dict[str, CellParams] = {
-    # Stained nuclei (DAPI/Hoechst-like): compact, fairly regular, speckled chromatin.
-    "nuclei": CellParams(),
-    # Cytoplasm-stained cells in a dense monolayer: larger, irregular, mostly touching.
-    "cells": CellParams(radius_range=(12.0, 30.0), max_aspect=2.0, irregularity=0.12,
-                        coverage=0.45, cluster_fraction=0.6, mean_cluster_size=6.0,
-                        edge_level=0.45, nucleus_dim=0.45, texture=0.3, spot_density=0.004),
-}
 
 
 def _as_rng(rng: np.random.Generator | int) -> np.random.Generator:
@@ -127,17 +62,6 @@ def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
             or any(not isinstance(s, (int, np.integer)) or s < 16 for s in shape)):
         raise ValueError(f"shape must be two integers >= 16, got {shape!r}")
     return int(shape[0]), int(shape[1])
-
-
-def resolve_params(kind: str = "nuclei", **overrides) -> CellParams:
-    """``PRESETS[kind]`` with ``overrides`` applied; unknown kinds or fields raise ValueError."""
-    if kind not in PRESETS:
-        raise ValueError(f"kind must be one of {sorted(PRESETS)}, got {kind!r}")
-    fields = {f.name for f in dataclasses.fields(CellParams)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown synthetic parameter(s) {unknown}; known: {sorted(fields)}")
-    return dataclasses.replace(PRESETS[kind], **overrides)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,108 +234,6 @@ def _clean(labels: np.ndarray, depth: np.ndarray, min_area: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# 3.-4. image formation
-# ---------------------------------------------------------------------------------------------
-
-
-def _smooth_noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """White noise blurred to correlation length ``sigma`` px, std 1: (H, W) float32."""
-    field = ndimage.gaussian_filter(rng.standard_normal(shape, np.float32), sigma)
-    field /= np.float32(1.0 / (2 * np.sqrt(np.pi) * sigma))  # std of blurred unit white noise
-    return field
-
-
-def _resample(small: np.ndarray, shape: tuple[int, int], step: int | None = None) -> np.ndarray:
-    """Smooth (h, w) field -> (H, W) float32, bilinear; sample i sits at pixel i * step, or the
-    samples span the whole image if ``step`` is None."""
-    if step is None:
-        ys = np.linspace(0, small.shape[0] - 1, shape[0], dtype=np.float32)
-        xs = np.linspace(0, small.shape[1] - 1, shape[1], dtype=np.float32)
-    else:
-        ys = np.minimum(np.arange(shape[0], dtype=np.float32) / step, small.shape[0] - 1)
-        xs = np.minimum(np.arange(shape[1], dtype=np.float32) / step, small.shape[1] - 1)
-    rows = np.stack([np.interp(xs, np.arange(small.shape[1]), row) for row in small])  # (h, W)
-    rows = rows.astype(np.float32)
-    i0 = np.minimum(ys.astype(np.intp), small.shape[0] - 2)
-    w = (ys - i0)[:, None].astype(np.float32)  # (H, 1)
-    out = rows[i0 + 1] - rows[i0]  # (H, W) float32; in place below to bound memory at 4096^2
-    out *= w
-    out += rows[i0]
-    return out
-
-
-def _signal(labels: np.ndarray, depth: np.ndarray, p: CellParams,
-            rng: np.random.Generator) -> np.ndarray:
-    """Ideal in-focus fluorophore density from the labels: (H, W) -> (H, W) float32."""
-    n = int(labels.max())
-    sigma = p.intensity_cv
-    brightness = rng.lognormal(-0.5 * sigma**2, sigma, n + 1).astype(np.float32)  # mean 1
-    brightness[0] = 0.0
-    s = np.minimum(depth, np.float32(1.0))
-    profile = p.edge_level + (1 - p.edge_level) * np.sqrt(1 - s * s)  # dome: dim at the outline
-    if p.nucleus_dim:  # a nucleus-shaped core at ~45 % of the cell's radius, soft edge
-        profile *= 1 - p.nucleus_dim / (1 + np.exp((s - np.float32(0.45)) / np.float32(0.04)))
-    texture = _smooth_noise(labels.shape, 1.0, rng)
-    texture *= np.float32(p.texture)
-    texture += _smooth_noise(labels.shape, 4.0, rng) * np.float32(0.6 * p.texture)
-    texture += 1
-    np.clip(texture, 0.1, None, out=texture)
-    texture += _spots(labels.shape, p.spot_density, rng)
-    signal = brightness[labels]
-    signal *= profile
-    signal *= texture
-    return signal
-
-
-def _spots(shape: tuple[int, int], density: float, rng: np.random.Generator) -> np.ndarray:
-    """Small bright blobs (chromocentres, granules) of peak ~0.6-1.2: (H, W) float32."""
-    n = rng.poisson(density * shape[0] * shape[1])
-    deltas = np.zeros(shape, np.float32)
-    ys, xs = rng.integers(0, shape[0], n), rng.integers(0, shape[1], n)
-    np.add.at(deltas, (ys, xs), rng.uniform(0.6, 1.2, n).astype(np.float32))
-    sigma = 1.0
-    return ndimage.gaussian_filter(deltas, sigma) * np.float32(2 * np.pi * sigma**2)
-
-
-def _illumination(shape: tuple[int, int], p: CellParams, rng: np.random.Generator) -> np.ndarray:
-    """Smooth excitation field, mean about 1: vignetting x gradient x random ripple: (H, W)."""
-    h, w = shape
-    half = max(h, w) / 2
-    y = (np.arange(h, dtype=np.float32) - h / 2) / half  # (H,) in about [-1, 1]
-    x = (np.arange(w, dtype=np.float32) - w / 2) / half
-    cy, cx = rng.uniform(-0.3, 0.3, 2)  # the optical axis is rarely the image centre
-    r2 = ((y - cy) ** 2)[:, None] + ((x - cx) ** 2)[None, :]
-    field = 1 - np.float32(p.vignetting / 2) * r2  # corners (r2 ~ 2) lose `vignetting`
-    angle = rng.uniform(0, 2 * np.pi)
-    ramp = (np.sin(angle) * y)[:, None] + (np.cos(angle) * x)[None, :]
-    field *= 1 + np.float32(p.gradient / 2) * ramp.astype(np.float32)
-    field *= 1 + 0.05 * _resample(rng.standard_normal((4, 4)), shape)
-    return field
-
-
-def _haze(signal: np.ndarray, p: CellParams) -> np.ndarray:
-    """Out-of-focus light: the signal blurred by ~16 px, computed at 1/8 resolution: (H, W)."""
-    if not p.haze:
-        return np.zeros_like(signal)
-    small = signal[::8, ::8]
-    small = ndimage.gaussian_filter(small.astype(np.float64), 2.0, mode="reflect")
-    return _resample(small * p.haze, signal.shape, step=8)
-
-
-def _expose(expected: np.ndarray, p: CellParams, rng: np.random.Generator) -> np.ndarray:
-    """Photon counts -> camera values: shot + read noise, offset, gain, clip. (H, W) -> (H, W)."""
-    dtype = np.dtype(p.dtype)
-    top = float(np.iinfo(dtype).max)
-    peak = float(np.percentile(expected[::4, ::4], 99.9))  # of the noise-free image: deterministic
-    counts = rng.poisson(expected).astype(np.float32)
-    counts += rng.standard_normal(expected.shape, np.float32) * np.float32(p.read_noise)
-    counts *= np.float32(0.85 * top / max(peak, 1e-6))  # gain: bright objects at 85 % of range
-    counts += np.float32(0.02 * top)  # camera offset keeps the noise floor off zero
-    np.clip(np.rint(counts, out=counts), 0, top, out=counts)
-    return counts.astype(dtype)
-
-
-# ---------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------
 
@@ -449,15 +271,15 @@ def make_cells(shape: tuple[int, int] = (512, 512), rng: np.random.Generator | i
     labels, depth = _paint(placer)
     instances = _clean(labels, depth, p.min_area)
     del labels
-    signal = _signal(instances, depth, p, gen)
+    signal = render_signal(instances, depth, p, gen)
     del depth
     if p.blur_sigma:
         signal = ndimage.gaussian_filter(signal, p.blur_sigma)
-    signal += _haze(signal, p)
+    signal += haze(signal, p)
     signal += np.float32(p.background)
-    signal *= _illumination((h, w), p, gen)
+    signal *= illumination((h, w), p, gen)
     signal *= np.float32(p.photons)
-    image = _expose(signal, p, gen)
+    image = expose(signal, p, gen)
     logger.debug("make_cells %s: %d objects placed, %d kept", shape,
                  len(placer.centres), int(instances.max()))
     return image, instances
