@@ -334,7 +334,7 @@ def table(results: dict) -> str:
         for tool in ("unetkit", "monai"):
             s = r[tool]
 
-            def f(key: str) -> str:
+            def f(key: str, s: dict = s) -> str:
                 return f"{s[key]:.3f}" if key in s else "-"
 
             lines.append(f"| {name} | {tool} | {f('iou')} | {f('dice')} | {f('pixel_error')} | "

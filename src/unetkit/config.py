@@ -82,7 +82,15 @@ class DataConfig:
     # (mean 0, std 1, per channel); "range" maps the dtype's range to [0, 1]; "dataset" uses the
     # training set's mean/std; "none" casts only. Paper: not stated; per_image is the
     # Normalization default and is robust to differing exposure between images.
-    normalization: Literal["range", "per_image", "dataset", "none"] = "per_image"
+    # "percentile" maps each image's own 1st / 99.8th percentiles (all channels jointly) to 0 / 1
+    # (robust to sparse bright objects and to exposure changes); "auto" measures, on the training
+    # set, which of percentile and per_image keeps gray levels steadier across images
+    # (training.choices)
+    normalization: Literal["range", "per_image", "percentile", "dataset", "none", "auto"] = (
+        "per_image")
+    # share of training tiles centred on a random foreground pixel; the rest are uniform
+    # (paper: uniform, 0). null: chosen from the foreground fraction (training.choices)
+    foreground_sampling: float | None = 0.0
 
     def __post_init__(self) -> None:
         if self.label_kind == "instance":  # one vocabulary inside: data/targets.py's KINDS
@@ -91,6 +99,9 @@ class DataConfig:
             self.ignore_value is None or self.ignore_value >= 0,
             f"data.ignore_value must be >= 0 or null, got {self.ignore_value}",
         )
+        _require(self.foreground_sampling is None or 0 <= self.foreground_sampling <= 1,
+                 f"data.foreground_sampling must be in [0, 1] or null, got "
+                 f"{self.foreground_sampling}")
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,9 @@ class WeightsConfig:
     # w_c: "balanced" = N / (K * N_c) (paper: "balance the class frequencies"), "none" = 1,
     # or one fixed weight per class
     class_weights: str | tuple[float, ...] = "balanced"
+    # "balanced" weights are capped at this many times the most frequent class's weight
+    # (a class of 3 px in a 512^2 image would otherwise weigh ~44,000); null: no cap (the paper)
+    max_class_weight: float | None = None
 
     def __post_init__(self) -> None:
         _require(self.w0 >= 0, f"weights.w0 must be >= 0, got {self.w0}")
@@ -113,6 +127,8 @@ class WeightsConfig:
         else:
             for value in self.class_weights:
                 _require(value >= 0, f"weights.class_weights must be >= 0, got {value}")
+        _require(self.max_class_weight is None or self.max_class_weight >= 1,
+                 f"weights.max_class_weight must be >= 1 or null, got {self.max_class_weight}")
 
 
 @dataclass(frozen=True)
@@ -120,7 +136,9 @@ class AugmentConfig:
     """Augmentation magnitudes (unetkit.data.augment). A 0 / False switches that part off."""
 
     elastic_grid: int = 3  # paper: random displacements on a coarse 3x3 grid over the tile
-    elastic_sigma: float = 10.0  # paper: Gaussian displacements, 10 px standard deviation
+    # paper: Gaussian displacements, 10 px standard deviation (on its 572 px tile); null: the
+    # paper's strain on the training tile, 10 * tile_size / 572 (training.choices)
+    elastic_sigma: float | None = 10.0
     # rotation angle uniform in [-rotation, rotation] degrees; 180 = any angle (paper: rotation
     # invariance; microscopy has no preferred orientation)
     rotation: float = 180.0
@@ -141,6 +159,8 @@ class AugmentConfig:
         )
         for name in ("elastic_sigma", "rotation", "shift", "brightness", "gamma", "noise"):
             value = getattr(self, name)
+            if value is None and name == "elastic_sigma":
+                continue
             _require(
                 value >= 0 and math.isfinite(value), f"augment.{name} must be >= 0, got {value}"
             )
@@ -159,7 +179,8 @@ class AugmentConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     # input tile edge; at depth 4 with valid convs legal sizes are 16*b + 124 (paper: 572 -> 388)
-    tile_size: int = 572
+    # null: chosen from the objects and images (training.choices)
+    tile_size: int | None = 572
     batch_size: int = 1  # paper: one large tile per step
     optimizer: Literal["sgd", "adam"] = "sgd"  # paper: SGD (Caffe)
     # paper: not given. With momentum 0.99 the steady-state step is lr / (1 - momentum) = 100 lr
@@ -174,13 +195,14 @@ class TrainConfig:
     # "poly" (lr * (1 - t/T)^0.9); after a linear warm-up over warmup_iterations
     schedule: Literal["constant", "cosine", "poly"] = "constant"
     warmup_iterations: int = 0
-    iterations: int = 20000  # paper: not given (10 hours on a Titan)
+    iterations: int | None = 20000  # paper: not given (10 hours on a Titan); null: from the data
     minutes: float | None = None  # wall-clock budget; stops at whichever limit comes first
     val_interval: int = 500  # validate (overlap-tile inference) every n iterations
     seed: int = 0  # one numpy Generator / torch seed for tiles, augmentation and init
 
     def __post_init__(self) -> None:
-        _require(self.tile_size >= 1, f"train.tile_size must be >= 1, got {self.tile_size}")
+        _require(self.tile_size is None or self.tile_size >= 1,
+                 f"train.tile_size must be >= 1, got {self.tile_size}")
         _require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
         _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         _require(0 <= self.momentum < 1, f"train.momentum must be in [0, 1), got {self.momentum}")
@@ -191,7 +213,8 @@ class TrainConfig:
             self.warmup_iterations >= 0,
             f"train.warmup_iterations must be >= 0, got {self.warmup_iterations}",
         )
-        _require(self.iterations >= 1, f"train.iterations must be >= 1, got {self.iterations}")
+        _require(self.iterations is None or self.iterations >= 1,
+                 f"train.iterations must be >= 1, got {self.iterations}")
         _require(
             self.minutes is None or self.minutes > 0,
             f"train.minutes must be > 0 or null, got {self.minutes}",
@@ -199,6 +222,25 @@ class TrainConfig:
         _require(
             self.val_interval >= 1, f"train.val_interval must be >= 1, got {self.val_interval}"
         )
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Foreground probability -> labels and instances (inference.postprocess); null = chosen on
+    validation data after training and stored in the model file. Paper: argmax (0.5, nothing
+    removed, nothing filled)."""
+
+    threshold: float | None = 0.5  # foreground is p > threshold
+    min_size: int | None = 0  # drop 4-connected objects with fewer pixels
+    fill_holes: int | None = 0  # fill enclosed background pieces with fewer pixels (0: none)
+
+    def __post_init__(self) -> None:
+        _require(self.threshold is None or 0 <= self.threshold < 1,
+                 f"postprocess.threshold must be in [0, 1) or null, got {self.threshold}")
+        _require(self.min_size is None or self.min_size >= 0,
+                 f"postprocess.min_size must be >= 0 or null, got {self.min_size}")
+        _require(self.fill_holes is None or self.fill_holes >= 0,
+                 f"postprocess.fill_holes must be >= 0 or null, got {self.fill_holes}")
 
 
 @dataclass(frozen=True)
@@ -210,6 +252,7 @@ class Config:
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
 
 def preset(name: str) -> Config:
@@ -224,11 +267,26 @@ def preset(name: str) -> Config:
             # training step on 2 CPU cores, benchmarks/bench_train.py); depth 4 and valid convs kept, so
             # the 92 px context and tiling are the paper's
             model=replace(paper.model, base_channels=16),
+            # the data decide (training.choices; printed and written to fingerprint.json):
+            # normalisation, foreground sampling, tile size, elastic strength, step budget
+            data=replace(paper.data, normalization="auto", foreground_sampling=None),
+            # capped balance: with balanced weights a rare class would dominate the loss
+            weights=replace(paper.weights, max_class_weight=10.0),
+            augment=replace(
+                paper.augment,
+                elastic_sigma=None,
+                # gray values strong enough for a test frame at half (or twice) the brightness
+                # and lower signal-to-noise than the training frames
+                contrast=0.5, gamma=0.4, brightness=0.1, noise=0.03,
+            ),
+            # threshold, smallest object and hole filling chosen on validation data
+            postprocess=PostprocessConfig(threshold=None, min_size=None, fill_holes=None),
             train=replace(
                 paper.train,
-                # 316 = 16*12 + 124 -> 132 output: ~3.4x cheaper than 572 per step; smaller legal
-                # tiles waste most work on context (252 -> 68 output, 188 -> 4)
-                tile_size=316,
+                # null: from the objects; 316 = 16*12 + 124 -> 132 output is the smallest tried
+                # (~3.4x cheaper than 572 per step); smaller legal tiles waste most work on
+                # context (252 -> 68 output, 188 -> 4)
+                tile_size=None,
                 # Adam instead of the paper's SGD 0.99: it learns ~2x faster per step in short
                 # runs. ISBI 2012 (train 00-24, ISBI pixel error on 25-29 after 800 steps, one
                 # seed): SGD 0.99 lr 3e-4 0.095, 5e-4 0.084, 1e-3 NaN at step 474; Adam (beta1 0.9)
@@ -240,8 +298,8 @@ def preset(name: str) -> Config:
                 # short runs: warm up over 100 steps, then decay to 0 at the end of the budget
                 schedule="cosine",
                 warmup_iterations=100,
-                iterations=4000,  # 10-17 it/s on 2 cores (bench_train.py): 4-7 minutes
-                minutes=10.0,
+                iterations=None,  # 200 passes over the training pixels, within 1000-20000
+                minutes=10.0,  # 10-17 it/s on 2 cores (bench_train.py)
                 val_interval=200,
             ),
         )

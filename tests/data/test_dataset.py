@@ -139,7 +139,7 @@ def test_split_validation(folders):
 
 
 def test_sampler_is_a_function_of_seed_and_step(folders):
-    cfg = preset("default")
+    cfg = preset("paper")
     items = prepare(load_pairs(*folders), cfg, Normalization())
     a = TileSampler(items, cfg.augment, 84, 44, 2, seed=1)
     b = TileSampler(items, cfg.augment, 84, 44, 2, seed=1)

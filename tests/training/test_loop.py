@@ -75,8 +75,8 @@ def test_run_folder_is_complete(reference):
     assert {"config.yaml", "model.safetensors", "model_last.safetensors", "checkpoint.pt",
             "metrics.csv", "curves.png"} <= names
     rows = (reference / "metrics.csv").read_text().splitlines()
-    assert rows[0] == "step,time,loss,lr,val_pixel_error,val_iou" and len(rows) == 13
-    assert rows[4].split(",")[4] != "" and rows[5].split(",")[4] == ""  # validated at step 4
+    assert rows[0] == "step,time,loss,lr,val_pixel_error,val_iou,val_f1,val_score" and len(rows) == 13
+    assert rows[4].split(",")[5] != "" and rows[5].split(",")[5] == ""  # validated at step 4
     assert (reference / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     model = load_model(reference / "model.safetensors")
     meta = model.meta

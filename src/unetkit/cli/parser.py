@@ -33,11 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
     s.add_argument("--output", default="labels",
                    help="labels (class indices), probabilities (float32) or instances (objects)")
-    s.add_argument("--threshold", type=float, default=0.5,
-                   help="instances: foreground probability threshold")
+    s.add_argument("--threshold", type=float, default=None,
+                   help="foreground probability threshold of labels and instances (two-class "
+                        "models); default: the model file's, chosen on validation data")
     s.add_argument("--method", choices=("components", "watershed"), default="components",
                    help="instances: connected components, or a seeded watershed for touching objects")
-    s.add_argument("--min-size", type=int, default=0, help="instances: drop smaller objects (px)")
+    s.add_argument("--min-size", type=int, default=None,
+                   help="drop smaller objects (px) from labels and instances; default: the model "
+                        "file's, chosen on validation data")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     s.add_argument("--resume", action="store_true",

@@ -69,7 +69,9 @@ def train_progress(bar: ProgressBar):
     def progress(step: int, total: int, info: dict) -> None:
         bar(step, total)
         shown = {"loss": f"{info['loss']:.4f}", "lr": f"{info['lr']:.2e}"}
-        if "val_pixel_error" in info:
+        if "val_score" in info:
+            shown["val"] = f"{info['val_score']:.3f}"
+        elif "val_pixel_error" in info:
             shown["val_err"] = f"{info['val_pixel_error']:.4f}"
         bar.bar.set_postfix(shown, refresh=False)
 

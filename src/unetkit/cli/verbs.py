@@ -170,7 +170,22 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def format_fingerprint(fp: dict) -> str:
+    """One paragraph: what the training set looks like (``unetkit train`` prints it first)."""
+    h, w = fp["height"], fp["width"]
+    size = f"{h[1]}x{w[1]}" if h[0] == h[2] and w[0] == w[2] else (
+        f"{h[0]}-{h[2]} x {w[0]}-{w[2]}")
+    pct = fp["percentiles"]
+    return (f"training set: {fp['n_images']} image(s) of {size} px, {fp['channels']} channel(s) "
+            f"{fp['dtype']}, intensities p1 {pct['p1']:g} / p50 {pct['p50']:g} / p99.8 "
+            f"{pct['p99.8']:g}; labels: {fp['label_kind']}, foreground "
+            f"{fp['foreground_fraction']:.1%}, {fp['objects_per_image']:g} object(s) per image, "
+            f"median object {fp['object_area']:g} px ({fp['object_diameter']:.0f} px across); "
+            f"chosen from the data:")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..model.modelfile import read_model_meta
     from ..training import TrainingInterrupted, run_config, train
 
     device = _device(args.device) or "cpu"
@@ -180,16 +195,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     bar = ProgressBar(unit="it")
     bar.desc = "train"
     progress = train_progress(bar)
+
+    def announce(fingerprint: dict, choices: dict) -> None:
+        bar.write(format_fingerprint(fingerprint))
+        for key, choice in choices.items():
+            bar.write(f"  {key} = {choice['value']}: {choice['reason']}")
+
     try:
         run = train(cfg, args.images, args.labels, args.out, val_images=args.val_images,
                     val_labels=args.val_labels, val_fraction=args.val_fraction,
-                    resume=args.resume, device=device, progress=progress)
+                    resume=args.resume, device=device, progress=progress, announce=announce)
     except TrainingInterrupted as stop:
         bar.close()
         print(f"unetkit: {stop}", file=sys.stderr)
         return 130 if stop.signal_name == "SIGINT" else 143
     finally:
         bar.close()
+    meta = read_model_meta(run / "model.safetensors")
+    pp, val = meta.get("postprocess", {}), meta.get("training", {}).get("validation")
+    if val:
+        print(f"validation: {val['metric']} {val['val_score']:.3f} at threshold "
+              f"{pp['threshold']:g}, min_size {pp['min_size']} px, fill_holes {pp['fill_holes']} px"
+              " (stored in the model file; predict applies them)")
     print(f"trained model: {run / 'model.safetensors'}")
     return 0
 

@@ -253,6 +253,7 @@ def prepare(pairs: Sequence[Pair], cfg: Config, norm: Normalization) -> list[Pre
                 w0=cfg.weights.w0,
                 sigma=cfg.weights.sigma,
                 class_weights=cfg.weights.class_weights,
+                max_class_weight=cfg.weights.max_class_weight,
             )
         except ValueError as err:
             raise ValueError(f"{p.label_source}: {err}") from None
@@ -284,7 +285,7 @@ class TileSampler:
     """
 
     def __init__(self, items: Sequence[Prepared], augment: AugmentConfig, tile_size: int,
-                 out_size: int, batch_size: int, seed: int) -> None:
+                 out_size: int, batch_size: int, seed: int, foreground: float = 0.0) -> None:
         if not items:
             raise ValueError("no training images")
         self.items = list(items)
@@ -292,13 +293,28 @@ class TileSampler:
         self.batch_size, self.seed = batch_size, seed
         areas = np.array([it.target.size for it in self.items], dtype=np.float64)
         self.p = areas / areas.sum()
+        # foreground-centred tiles: a share ``foreground`` of the tiles is centred on a random
+        # (non-ignored) foreground pixel, drawn in proportion to each image's foreground
+        self.foreground = foreground
+        self._fg = [np.flatnonzero((it.target > 0) & (it.weights > 0)) for it in self.items]
+        fg_counts = np.array([f.size for f in self._fg], dtype=np.float64)
+        self.p_fg = fg_counts / fg_counts.sum() if fg_counts.sum() else None
 
     def sample(self, step: int, j: int = 0) -> tuple[np.ndarray, ...]:
         """Tile ``j`` of step ``step``: image (C, S, S), target, weights, ignore (So, So)."""
         rng = np.random.default_rng([self.seed, step, j])
-        item = self.items[int(rng.choice(len(self.items), p=self.p))]
+        top_left = None
+        if self.foreground > 0 and self.p_fg is not None and rng.random() < self.foreground:
+            k = int(rng.choice(len(self.items), p=self.p_fg))
+            item = self.items[k]
+            cy, cx = divmod(int(self._fg[k][rng.integers(self._fg[k].size)]), item.target.shape[1])
+            # the pixel lands anywhere in the middle half of the output crop
+            jy, jx = rng.integers(-(self.out_size // 4), self.out_size // 4 + 1, size=2)
+            top_left = (int(cy + jy) - self.tile_size // 2, int(cx + jx) - self.tile_size // 2)
+        else:
+            item = self.items[int(rng.choice(len(self.items), p=self.p))]
         t = augment_tile(item.image, item.target, item.weights, rng, self.augment,
-                         self.tile_size, self.out_size, ignore=item.ignore)
+                         self.tile_size, self.out_size, ignore=item.ignore, top_left=top_left)
         ignore = t.ignore if t.ignore is not None else np.zeros(t.target.shape, bool)
         return t.image, t.target.astype(np.int64), t.weights, ignore
 

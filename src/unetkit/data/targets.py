@@ -182,12 +182,15 @@ def class_weight_map(
     target: np.ndarray,
     class_weights: str | Sequence[float] | Mapping[int, float] | None = "balanced",
     ignore: np.ndarray | None = None,
+    max_ratio: float | None = None,
 ) -> np.ndarray:
     """Per-pixel class weight w_c(x) for an ``(H, W)`` class map -> ``(H, W)`` float64.
 
     ``"balanced"``: w_c(x) = N / (K * N_c(x)), N = number of non-ignored pixels, K = number of
     classes present, N_c = pixel count of class c. Every present class then carries the same
-    total weight N / K and the weights average to 1. ``None`` or ``"none"``: 1 everywhere.
+    total weight N / K and the weights average to 1; ``max_ratio`` caps every weight at that many
+    times the smallest (the most frequent class's), so a class of a few pixels cannot dominate the
+    loss. ``None`` or ``"none"``: 1 everywhere.
     A sequence (index = class) or mapping class -> weight: fixed weights. Ignored pixels: 0.
     """
     target = _as_int_labels(_check_2d(target, "target"))
@@ -199,6 +202,8 @@ def class_weight_map(
         present = counts > 0
         table = np.zeros(counts.shape, dtype=np.float64)
         table[present] = valid.sum() / (present.sum() * counts[present])
+        if max_ratio is not None and present.any():
+            table = np.minimum(table, max_ratio * table[present].min())
     elif isinstance(class_weights, str):
         raise ValueError(f"class_weights must be 'balanced', 'none' or numbers, got {class_weights!r}")
     else:
@@ -266,6 +271,7 @@ def weight_map(
     kind: str = "auto",
     target: np.ndarray | None = None,
     ignore: np.ndarray | None = None,
+    max_class_weight: float | None = None,
 ) -> np.ndarray:
     """Paper Eq. 2: w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))^2 / (2 sigma^2)).
 
@@ -302,7 +308,7 @@ def weight_map(
     if target.shape != labels.shape:
         raise ValueError(f"target shape {target.shape} != labels shape {labels.shape}")
     ignore = np.zeros(labels.shape, bool) if ignore is None else np.asarray(ignore, bool)
-    weights = class_weight_map(target, class_weights, ignore)
+    weights = class_weight_map(target, class_weights, ignore, max_class_weight)
     objects = np.where((target > 0) & ~ignore, labels, 0)
     if w0 > 0 and len([b for b in ndimage.find_objects(objects) if b is not None]) >= 2:
         d1, d2 = nearest_two_distances(objects, cutoff=CUTOFF_SIGMAS * sigma)
@@ -333,6 +339,7 @@ def build_targets(
     w0: float = 10.0,
     sigma: float = 5.0,
     class_weights: str | Sequence[float] | Mapping[int, float] | None = "balanced",
+    max_class_weight: float | None = None,
 ) -> Targets:
     """One ``(H, W)`` ground-truth label image -> :class:`Targets` (target, weights, ignore).
 
@@ -365,7 +372,8 @@ def build_targets(
         target = clean
         objects = _components_per_class(clean)
     weights = weight_map(
-        objects, w0, sigma, class_weights, kind="instances", target=target, ignore=ignore
+        objects, w0, sigma, class_weights, kind="instances", target=target, ignore=ignore,
+        max_class_weight=max_class_weight,
     )
     objects = np.where(target > 0, objects, 0).astype(np.int32)
     return Targets(target=target, weights=weights, ignore=ignore, objects=objects, kind=kind)

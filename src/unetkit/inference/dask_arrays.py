@@ -41,6 +41,7 @@ from torch import nn
 
 from .engine import TileRunner, model_normalization
 from .plan import context
+from .postprocess import model_postprocess
 from ..io.lazy import open_image
 from ..data.normalize import Normalization
 from .streaming import OpenedRun, label_planes, run_to_sink
@@ -237,7 +238,8 @@ def predict_to_file_dask(model: nn.Module, source: str | Any, out: Any, client: 
                          output: str = "labels", axes: str | None = None,
                          tile_size: int | None = None, block: int = 2048, batch_size: int = 1,
                          tta: bool = False, normalization: Any = None, resume: bool = False,
-                         overwrite: bool = False, threshold: float = 0.5, min_size: int = 0,
+                         overwrite: bool = False, threshold: float | None = None,
+                         min_size: int | None = None,
                          method: str = "components", progress: Any = None) -> Any:
     """:func:`unetkit.inference.streaming.predict_to_file` on a ``dask.distributed`` cluster.
 
@@ -251,6 +253,9 @@ def predict_to_file_dask(model: nn.Module, source: str | Any, out: Any, client: 
     da = require_dask()
     if not isinstance(source, (str, os.PathLike)):
         raise ValueError("on a cluster the input must be a file path the workers can read")
+    pp = model_postprocess(model, threshold, min_size)
+    threshold, min_size = pp.threshold, pp.min_size
+
 
     def write(run: OpenedRun) -> None:
         image, runner, layout, sink = run

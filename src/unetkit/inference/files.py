@@ -4,6 +4,8 @@ Outputs are named after the input (``<out_dir>/<stem>.tif``).  A multi-page stac
 slice by slice and written as a stack with the same number of pages:
 
 - ``labels``: class indices (uint8, or uint16 beyond 255 classes), ``(H, W)`` or ``(N, H, W)``;
+  for a two-class model the foreground is cleaned as the model file says (threshold, holes,
+  smallest object: :func:`unetkit.inference.postprocess.model_postprocess`);
 - ``probabilities``: float32 softmax probabilities, ``(K, H, W)`` or ``(N, K, H, W)``;
 - ``instances``: labelled objects (uint16, or uint32 beyond 65535 objects) from the foreground
   probability ``1 - p(class 0)``: connected components of ``p > threshold``, or a seeded
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from torch import nn
 
 from ..model import geometry
 from .instances import probabilities_to_instances
+from .postprocess import clean_mask, model_postprocess
 from ..io.images import read_stack, write_tiff
 from .plan import check_output_kind
 from .tiled import predict_tiled
@@ -63,7 +67,8 @@ def predict_file(
 ) -> Path:
     """Segment every slice of one image file and write ``<out_dir>/<stem>.tif``; return its path.
 
-    ``instances``: options of :func:`probabilities_to_instances` (threshold, method, min_size).
+    ``instances``: options of :func:`probabilities_to_instances` (threshold, method, min_size);
+    a threshold or min_size of None (or absent) takes the model file's post-processing.
     """
     check_predict_args(model, tile, output)
     target = output_path(out_dir, path)
@@ -75,6 +80,8 @@ def predict_file(
         raise ValueError(
             f"{path}: image has {c} channel(s), the model expects {model.config.in_channels}"
         )
+    options = dict(instances or {})
+    pp = model_postprocess(model, options.pop("threshold", None), options.pop("min_size", None))
     results = []
     for i in range(n):
         try:
@@ -83,11 +90,17 @@ def predict_file(
         except ValueError as exc:
             where = f" (slice {i})" if n > 1 else ""
             raise ValueError(f"{path}{where}: {exc}") from None
-        if output == "labels":
+        if output == "labels" and prob.shape[0] == 2:
+            results.append(clean_mask(1.0 - prob[0], pp).astype(np.uint8))
+        elif output == "labels":
             dtype = np.uint8 if prob.shape[0] <= 256 else np.uint16
             results.append(prob.argmax(axis=0).astype(dtype))
         elif output == "instances":
-            labels = probabilities_to_instances(1.0 - prob[0], **(instances or {}))
+            fg = 1.0 - prob[0]
+            if pp.fill_holes:  # fill small holes first: an object with a pin-hole stays whole
+                fg = np.where(clean_mask(fg, replace(pp, min_size=0)), np.maximum(fg, 1.0), fg)
+            labels = probabilities_to_instances(fg, threshold=pp.threshold,
+                                                min_size=pp.min_size, **options)
             results.append(labels.astype(np.uint16) if labels.max() < 2**16 else labels)
         else:
             results.append(prob)

@@ -34,6 +34,7 @@ from .engine import input_affine
 from .plan import check_output_kind
 from ..io.lazy import LazyImage, canonical_axes, open_image
 from ..data.normalize import Normalization
+from .postprocess import model_postprocess
 from ..io.sinks import Sink
 from .blockwise_labels import label_blocks
 
@@ -113,8 +114,8 @@ def predict_to_file(
     normalization: Normalization | dict | None = None,
     resume: bool = False,
     overwrite: bool = False,
-    threshold: float = 0.5,
-    min_size: int = 0,
+    threshold: float | None = None,
+    min_size: int | None = None,
     method: str = "components",
     progress: Progress | None = None,
 ) -> Path:
@@ -126,10 +127,15 @@ def predict_to_file(
         axes: the input's axes letters when its metadata lacks them or is wrong (``ZYX``...).
         resume: finish an interrupted output (only its unfinished tiles are computed).
         overwrite: replace an existing output; without it an existing output is an error.
+        threshold, min_size: None takes the model file's post-processing (a two-class model's
+            labels use the threshold too; streamed labels keep objects of every size).
         progress: ``progress(tiles_done, tiles_total, pixels_done_this_run)`` after each batch.
 
     Returns the output path.  Raises ValueError for bad arguments, inputs and existing outputs.
     """
+    pp = model_postprocess(model, threshold, min_size)
+    threshold, min_size = pp.threshold, pp.min_size
+
     def write(run: OpenedRun) -> None:
         _predict_planes(run.runner, run.image, run.runner.plan(run.image.yx), run.layout,
                         run.sink, output, normalization, threshold, progress)
@@ -226,7 +232,9 @@ def _predict_planes(runner: TileRunner, image: LazyImage, plan: list, layout: Ou
                 if output == "probabilities":
                     sink.array[layout.index(plane, ys, xs)] = part
                 elif output == "labels":
-                    sink.array[layout.index(plane, ys, xs)] = part.argmax(0).astype(layout.dtype)
+                    labels = ((1.0 - part[0]) > threshold if part.shape[0] == 2
+                              else part.argmax(0))
+                    sink.array[layout.index(plane, ys, xs)] = labels.astype(layout.dtype)
                 else:
                     mask[p, ys, xs] = (1.0 - part[0]) > threshold
                 sink.mark(f"{p} {index[t]}")

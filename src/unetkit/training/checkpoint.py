@@ -19,13 +19,15 @@ from ..data.normalize import Normalization
 from ..io.images import atomic_path
 from ..model.modelfile import save_model
 from ..model.unet import UNet
+from .selection import Validator
 from .validation import validate
 
 __all__ = ["RunState", "load_checkpoint", "CONFIG", "MODEL", "LAST_MODEL", "CHECKPOINT", "METRICS",
-           "CURVES"]
+           "CURVES", "FINGERPRINT"]
 
 CONFIG, MODEL, LAST_MODEL = "config.yaml", "model.safetensors", "model_last.safetensors"
 CHECKPOINT, METRICS, CURVES = "checkpoint.pt", "metrics.csv", "curves.png"
+FINGERPRINT = "fingerprint.json"
 CHECKPOINT_VERSION = 1
 
 
@@ -64,6 +66,7 @@ class RunState:
         self.best_score, self.best_step = math.inf, 0
         self.n_train = n_train
         self.last_val: dict[str, float] = {}
+        self.validator: Validator | None = None  # two classes: score and post-processing
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -76,7 +79,7 @@ class RunState:
     def info(self) -> dict[str, Any]:
         return {"step": self.step, "elapsed_s": round(self.elapsed, 3),
                 "best_step": self.best_step,
-                "best_val_pixel_error": None if math.isinf(self.best_score) else self.best_score,
+                "best_val_loss": None if math.isinf(self.best_score) else self.best_score,
                 "train_images": self.n_train, "seed": self.cfg.train.seed,
                 "config": to_dict(self.cfg), "unetkit_version": __version__}
 
@@ -101,9 +104,20 @@ class RunState:
             torch.save(ckpt, tmp)
 
     def validate(self, items: list[Prepared]) -> dict[str, float]:
-        scores = validate(self.model, items, str(self.device))
+        """Score on the validation data; a better score saves model.safetensors.  Two classes:
+        the Validator's score (higher is better; ``best_score`` keeps 1 - score) and the
+        post-processing it was taken at; more classes: the pixel error."""
+        meta: dict[str, Any] = {}
+        if self.validator is not None:
+            scores, pp = self.validator.score(self.model)
+            loss = 1.0 - scores["val_score"]
+            meta["postprocess"] = pp.to_dict()
+        else:
+            scores = validate(self.model, items, str(self.device))
+            loss = scores["val_pixel_error"]
         self.last_val = scores
-        if scores["val_pixel_error"] < self.best_score:
-            self.best_score, self.best_step = scores["val_pixel_error"], self.step
+        if loss < self.best_score:
+            self.best_score, self.best_step = loss, self.step
+            self.model.meta.update(meta)
             save_model(self.out / MODEL, self.model, {"training": self.info()})
         return scores

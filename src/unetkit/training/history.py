@@ -14,7 +14,7 @@ from ..io.images import atomic_path
 
 __all__ = ["History", "COLUMNS"]
 
-COLUMNS = ("step", "time", "loss", "lr", "val_pixel_error", "val_iou")
+COLUMNS = ("step", "time", "loss", "lr", "val_pixel_error", "val_iou", "val_f1", "val_score")
 
 
 class History:
@@ -62,11 +62,15 @@ class History:
             ax_lr.set_ylim(bottom=0)
         ax_loss.set(xlabel="step", ylabel="weighted cross entropy", title="training loss")
         ax_loss.legend(loc="upper right")
-        val = [r for r in self.rows if r["val_pixel_error"]]
+        val = [r for r in self.rows if r.get("val_iou")]
         if val:
             vs = [int(r["step"]) for r in val]
-            ax_val.plot(vs, [float(r["val_pixel_error"]) for r in val], "o-", label="pixel error")
-            ax_val.plot(vs, [float(r["val_iou"]) for r in val], "s-", label="foreground IoU")
+            for key, style, label in (("val_pixel_error", "o-", "pixel error"),
+                                      ("val_iou", "s-", "foreground IoU"),
+                                      ("val_f1", "^-", "object F1@0.5"),
+                                      ("val_score", "k--", "selection score")):
+                if all(r.get(key) for r in val):
+                    ax_val.plot(vs, [float(r[key]) for r in val], style, label=label)
             ax_val.legend(loc="best")
         else:
             ax_val.text(0.5, 0.5, "no validation data", ha="center", va="center",

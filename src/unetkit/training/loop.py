@@ -27,6 +27,7 @@ step fraction ``step / iterations`` and the time fraction ``elapsed / minutes``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -40,11 +41,14 @@ from ..config import Config, dump, load_config
 from ..data.dataset import Prefetcher, Prepared, TileSampler
 from ..io.images import atomic_path
 from ..model import geometry
-from .checkpoint import CHECKPOINT, CONFIG, CURVES, METRICS, RunState, load_checkpoint
+from ..model.modelfile import load_model, save_model
+from .checkpoint import (CHECKPOINT, CONFIG, CURVES, FINGERPRINT, METRICS, MODEL, RunState,
+                         load_checkpoint)
 from .history import History
 from .loss import weighted_cross_entropy
 from .process import reproducible, step_seed, stop_on_signals
 from .run_settings import check_resumable, learning_rate
+from .selection import Validator, fixed_postprocess
 from .validation import class_names, load_data
 
 __all__ = ["train", "TrainingInterrupted"]
@@ -63,7 +67,8 @@ class TrainingInterrupted(Exception):
 
 def train(config: Config, images, labels, out_dir, *, val_images=None, val_labels=None,
           val_fraction: float | None = None, resume: bool = False, device: str = "cpu",
-          progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> Path:
+          progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+          announce: Callable[[dict[str, Any], dict[str, Any]], None] | None = None) -> Path:
     """Train a U-Net as in the paper; returns the run folder (see the module docstring).
 
     Args:
@@ -79,42 +84,74 @@ def train(config: Config, images, labels, out_dir, *, val_images=None, val_label
             planned number of steps (an estimate under a time budget), ``info`` holds ``loss``,
             ``lr``, ``elapsed``, ``data_wait`` / ``data_prep`` (seconds so far in this session)
             and the latest validation scores.
+        announce: called once before training as ``announce(fingerprint, choices)`` (the
+            training set's fingerprint and each value chosen from it, with its reason).
 
     Raises:
         ValueError: bad data (naming the file), bad configuration, nothing to resume,
             a diverging loss.
         TrainingInterrupted: after SIGINT/SIGTERM, once the checkpoint is written.
     """
-    cfg, out, dev = config, Path(out_dir), torch.device(device)
+    out, dev = Path(out_dir), torch.device(device)
+    if config.train.tile_size is not None:  # fail before reading data where we can
+        geometry.check_input_size(config.train.tile_size, config.model.depth, config.model.padding)
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(out / CHECKPOINT)
+    elif (out / CHECKPOINT).exists():
+        raise ValueError(f"{out} already holds a training run; resume it or choose a new folder")
+    data = load_data(config, images, labels, val_images, val_labels, val_fraction)
+    cfg = data.cfg
     m, t = cfg.model, cfg.train
     geometry.check_input_size(t.tile_size, m.depth, m.padding)
     out_size = geometry.output_size(t.tile_size, m.depth, m.padding)
     if t.warmup_iterations >= t.iterations:
         log.warning("train.warmup_iterations (%d) >= train.iterations (%d): the learning rate "
                     "never reaches train.lr", t.warmup_iterations, t.iterations)
-    ckpt = None
+    for key, choice in data.choices.items():
+        log.info("chosen from the data: %s = %s (%s)", key, choice["value"], choice["reason"])
+    if announce is not None:
+        announce(data.fingerprint.to_dict(), data.choices)
     if resume:
-        ckpt = load_checkpoint(out / CHECKPOINT)
         check_resumable(load_config(out / CONFIG), cfg)
-    elif (out / CHECKPOINT).exists():
-        raise ValueError(f"{out} already holds a training run; resume it or choose a new folder")
-    train_items, val_items, norm = load_data(cfg, images, labels, val_images, val_labels,
-                                              val_fraction)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / CONFIG) as tmp:
         tmp.write_text(dump(cfg))
-    sampler = TileSampler(train_items, cfg.augment, t.tile_size, out_size, t.batch_size, t.seed)
+    with atomic_path(out / FINGERPRINT) as tmp:
+        tmp.write_text(json.dumps({"fingerprint": data.fingerprint.to_dict(),
+                                   "choices": data.choices}, indent=1))
+    sampler = TileSampler(data.train, cfg.augment, t.tile_size, out_size, t.batch_size, t.seed,
+                          foreground=cfg.data.foreground_sampling or 0.0)
     with reproducible(dev):
-        run = RunState(cfg, out, dev, norm, class_names(cfg, train_items), len(train_items))
+        run = RunState(cfg, out, dev, data.norm, class_names(cfg, data.train), len(data.train))
+        if data.val and m.num_classes == 2:
+            run.validator = Validator(cfg, data.val, data.val_pairs, data.fingerprint, str(dev))
+        run.model.meta["postprocess"] = fixed_postprocess(cfg).to_dict()
         if ckpt is not None:
             run.restore(ckpt)
             log.info("resuming %s at step %d", out, run.step)
         history = History(out / METRICS, keep_until=run.step if resume else None)
         try:
-            _loop(run, sampler, val_items, history, progress)
+            _loop(run, sampler, data.val, history, progress)
         finally:
             history.close()
+        if run.validator is not None:
+            _choose_postprocess(run)
     return out
+
+
+def _choose_postprocess(run: RunState) -> None:
+    """The finer post-processing search on the selected model, written into its model file."""
+    assert run.validator is not None  # internal
+    best = load_model(run.out / MODEL, device=run.device)
+    scores, pp = run.validator.final(best)
+    best.meta["postprocess"] = pp.to_dict()
+    best.meta.setdefault("training", {})["validation"] = {
+        "metric": run.validator.metric, **{k: round(v, 4) for k, v in scores.items()}}
+    save_model(run.out / MODEL, best)
+    log.info("post-processing chosen on validation data: threshold %.2f, min_size %d px, "
+             "fill_holes %d px (%s %.3f)", pp.threshold, pp.min_size, pp.fill_holes,
+             run.validator.metric, scores["val_score"])
 
 
 def _loop(run: RunState, sampler: TileSampler, val_items: list[Prepared], history: History,
@@ -127,6 +164,7 @@ def _loop(run: RunState, sampler: TileSampler, val_items: list[Prepared], histor
     with stop_on_signals() as flag, \
             Prefetcher(sampler.batch, run.step + 1, threads=threads) as data:
         start, elapsed0 = time.perf_counter(), run.elapsed
+        last_saved = run.elapsed
         while run.step < t.iterations and (budget is None or run.elapsed < budget):
             step = run.step + 1
             frac = max((step - 1) / t.iterations, 0.0 if budget is None else run.elapsed / budget)
@@ -151,13 +189,16 @@ def _loop(run: RunState, sampler: TileSampler, val_items: list[Prepared], histor
             run.step, run.elapsed = step, elapsed0 + time.perf_counter() - start
             row: dict[str, Any] = {"step": step, "time": run.elapsed, "loss": value, "lr": lr}
             done = step >= t.iterations or (budget is not None and run.elapsed >= budget)
-            scheduled = step % t.val_interval == 0 or done
+            # under a time budget at most ~12 validations: on a slow CPU every val_interval
+            # steps could spend a large share of the minutes on validation
+            spaced = budget is None or run.elapsed - last_saved >= budget / 12
+            scheduled = (step % t.val_interval == 0 and spaced) or done
             if scheduled and val_items:
                 row.update(run.validate(val_items))
                 model.train()
             if scheduled:
                 run.save(with_val=bool(val_items))
-                saved_at = step
+                saved_at, last_saved = step, run.elapsed
             history.add(row)
             if step == saved_at:
                 history.plot(run.out / CURVES)
@@ -174,7 +215,7 @@ def _loop(run: RunState, sampler: TileSampler, val_items: list[Prepared], histor
     if not (run.out / CHECKPOINT).exists():  # internal: the last step always saves
         run.save(with_val=bool(val_items))
         history.plot(run.out / CURVES)
-    log.info("finished at step %d after %.0f s; best validation pixel error %s at step %d",
+    log.info("finished at step %d after %.0f s; best validation loss %s at step %d",
              run.step, run.elapsed, run.best_score, run.best_step)
 
 

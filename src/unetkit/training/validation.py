@@ -1,44 +1,83 @@
-"""The data of a run (training and validation items, class names) and validation by overlap-tile
-inference on whole images."""
+"""The data of a run (fingerprint, choices, training and validation items, class names) and the
+multi-class validation by overlap-tile inference on whole images (two classes:
+``training.selection.Validator``)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ..config import Config
-from ..data.dataset import Prepared, load_pairs, prepare, split_validation, training_normalization
+from ..data.dataset import (Pair, Prepared, load_pairs, prepare, split_validation,
+                            training_normalization)
+from ..data.fingerprint import Fingerprint, measure
 from ..data.normalize import Normalization
 from ..inference.tiled import predict_tiled
 from ..metrics import arrays as metrics
 from ..model.unet import UNet
+from .choices import derive
+from .selection import auto_holdout, ignore_band
 
-__all__ = ["load_data", "class_names", "validate"]
+__all__ = ["load_data", "RunData", "class_names", "validate"]
 
 log = logging.getLogger(__name__)
 
 
-def load_data(cfg: Config, images, labels, val_images, val_labels, val_fraction):
-    """Training and validation items (targets and weights computed) and the normalisation."""
+@dataclass
+class RunData:
+    """What :func:`load_data` returns: the resolved configuration (every field left to the data
+    filled in), training and validation items, the validation pairs (raw labels, for object
+    scores), the normalisation, the fingerprint and the choices made from it."""
+
+    cfg: Config
+    train: list[Prepared]
+    val: list[Prepared]
+    val_pairs: list[Pair]
+    norm: Normalization
+    fingerprint: Fingerprint
+    choices: dict[str, dict[str, Any]]
+
+
+def load_data(cfg: Config, images, labels, val_images, val_labels, val_fraction) -> RunData:
+    """Read and check the data, measure its fingerprint, fill the fields left to the data, hold
+    out validation data when none is given, build targets and weights (in that order)."""
     if (val_images is None) != (val_labels is None):
         raise ValueError("give both validation images and validation labels, or neither")
     if val_images is not None and val_fraction is not None:
         raise ValueError("give either validation images or a validation fraction, not both")
-    channels = cfg.model.in_channels
-    pairs = load_pairs(images, labels, channels=channels)
-    val_pairs = []
+    pairs = load_pairs(images, labels)
+    first = pairs[0] if pairs else None
+    for p in pairs:
+        if first is not None and p.image.shape[0] != first.image.shape[0]:
+            raise ValueError(f"{p.image_source}: image has {p.image.shape[0]} channel(s), "
+                             f"{first.image_source} has {first.image.shape[0]}")
+    fp = measure([p.image for p in pairs], [p.labels for p in pairs], cfg.data.label_kind,
+                 cfg.data.ignore_value)
+    cfg, choices = derive(cfg, fp)
+    val_pairs: list[Pair] = []
+    bands = []
     if val_images is not None:
-        val_pairs = load_pairs(val_images, val_labels, channels=channels)
+        val_pairs = load_pairs(val_images, val_labels, channels=cfg.model.in_channels)
+        how = f"{len(val_pairs)} validation image(s) given"
     elif val_fraction is not None:
         pairs, val_pairs = split_validation(pairs, val_fraction, cfg.train.seed)
+        how = f"held out {len(val_pairs)} image(s) (validation fraction {val_fraction:g})"
+    else:
+        pairs, val_pairs, bands, how = auto_holdout(pairs, cfg.train.seed)
+    choices["validation"] = {"value": len(val_pairs), "reason": how}
     norm = training_normalization(cfg.data.normalization, pairs)
     t0 = time.perf_counter()
     train_items, val_items = prepare(pairs, cfg, norm), prepare(val_pairs, cfg, norm)
+    by_name = {b.name: b for b in bands}
+    train_items = [ignore_band(it, by_name[it.name]) if it.name in by_name else it
+                   for it in train_items]
     log.info("targets and weights of %d training and %d validation images in %.1f s",
              len(train_items), len(val_items), time.perf_counter() - t0)
-    return train_items, val_items, norm
+    return RunData(cfg, train_items, val_items, val_pairs, norm, fp, choices)
 
 
 def class_names(cfg: Config, items: list[Prepared]) -> list[str]:

@@ -1,0 +1,176 @@
+"""Foreground probability -> the mask and objects a user counts: threshold, holes, smallest object.
+
+numpy / scipy only.  A network's raw ``p > 0.5`` mask holds isolated specks (a few pixels of
+background noise above 0.5) and pin-holes; counted as objects they ruin any object score.  A
+:class:`Postprocess` says how to clean it: the probability ``threshold``, ``fill_holes`` (holes,
+i.e. background pieces enclosed by foreground, smaller than this many pixels are filled; 0 = off)
+and ``min_size`` (4-connected foreground components smaller than this many pixels are dropped).
+Training chooses the three on validation data (:func:`choose_postprocess`) and stores them in the
+model file; ``unetkit predict`` applies them to the labels and the instances it writes.
+
+Objects are 4-connected everywhere (as the metrics count them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = ["Postprocess", "clean_mask", "choose_postprocess", "object_scores", "SELECTION_METRICS",
+           "model_postprocess"]
+
+_FOUR = ndi.generate_binary_structure(2, 1)
+#: what :func:`choose_postprocess` maximises: "iou" (foreground IoU) or "objects" (the mean of
+#: foreground IoU and F1 of objects matched at IoU > 0.5)
+SELECTION_METRICS = ("iou", "objects")
+
+
+@dataclass(frozen=True)
+class Postprocess:
+    """How a foreground probability map becomes a mask; JSON-serialisable for the model file."""
+
+    threshold: float = 0.5  # foreground is p > threshold
+    min_size: int = 0  # drop 4-connected components with fewer pixels
+    fill_holes: int = 0  # fill enclosed background pieces with fewer pixels (0: none)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold < 1.0:
+            raise ValueError(f"threshold must lie in [0, 1), got {self.threshold:g}")
+        if self.min_size < 0:
+            raise ValueError(f"min_size must be >= 0, got {self.min_size}")
+        if self.fill_holes < 0:
+            raise ValueError(f"fill_holes must be >= 0, got {self.fill_holes}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Postprocess:
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown postprocess key(s): {sorted(unknown)}")
+        return cls(threshold=float(d.get("threshold", 0.5)), min_size=int(d.get("min_size", 0)),
+                   fill_holes=int(d.get("fill_holes", 0)))
+
+
+def model_postprocess(model: Any, threshold: float | None = None,
+                      min_size: int | None = None) -> Postprocess:
+    """The model file's post-processing (``meta["postprocess"]``, chosen on validation data when
+    it was trained), with ``threshold`` / ``min_size`` replaced where given."""
+    pp = Postprocess.from_dict(getattr(model, "meta", {}).get("postprocess"))
+    return Postprocess(threshold=pp.threshold if threshold is None else float(threshold),
+                       min_size=pp.min_size if min_size is None else int(min_size),
+                       fill_holes=pp.fill_holes)
+
+
+def _fill_small_holes(mask: np.ndarray, limit: int) -> np.ndarray:
+    if limit <= 0 or not mask.any():
+        return mask
+    holes = ndi.binary_fill_holes(mask) & ~mask  # enclosed background (8-connected holes)
+    if not holes.any():
+        return mask
+    lab, n = ndi.label(holes, structure=np.ones((3, 3), bool))
+    small = np.bincount(lab.ravel(), minlength=n + 1) < limit
+    small[0] = False
+    return mask | small[lab]
+
+
+def _drop_small(mask: np.ndarray, min_size: int) -> np.ndarray:
+    if min_size <= 1 or not mask.any():
+        return mask
+    lab, n = ndi.label(mask, structure=_FOUR)
+    keep = np.bincount(lab.ravel(), minlength=n + 1) >= min_size
+    keep[0] = False
+    return keep[lab]
+
+
+def clean_mask(prob_fg: np.ndarray, pp: Postprocess) -> np.ndarray:
+    """(H, W) foreground probability -> (H, W) bool mask: threshold, fill holes, drop specks."""
+    mask = np.asarray(prob_fg) > pp.threshold
+    if mask.ndim == 2:
+        mask = _fill_small_holes(mask, pp.fill_holes)
+        mask = _drop_small(mask, pp.min_size)
+    return mask
+
+
+def object_scores(pred: np.ndarray, truth: np.ndarray, thr: float = 0.5) -> tuple[int, int, int]:
+    """(TP, FP, FN) for label images ``pred`` and ``truth`` (0 = background), matched at
+    IoU > ``thr`` (a match above 0.5 is unique, so no assignment problem is solved)."""
+    n_p, n_t = int(pred.max(initial=0)), int(truth.max(initial=0))
+    p_area = np.bincount(pred.ravel(), minlength=n_p + 1)
+    t_area = np.bincount(truth.ravel(), minlength=n_t + 1)
+    n_pred, n_true = int((p_area[1:] > 0).sum()), int((t_area[1:] > 0).sum())
+    if n_pred == 0 or n_true == 0:
+        return 0, n_pred, n_true
+    both = (pred > 0) & (truth > 0)
+    key = truth[both].astype(np.int64) * (n_p + 1) + pred[both]
+    key, inter = np.unique(key, return_counts=True)
+    t_id, p_id = key // (n_p + 1), key % (n_p + 1)
+    iou = inter / (t_area[t_id] + p_area[p_id] - inter)
+    tp = int((iou > thr).sum())
+    return tp, n_pred - tp, n_true - tp
+
+
+def _score(masks: Sequence[np.ndarray], truths: Sequence[np.ndarray],
+           objects: Sequence[np.ndarray] | None) -> tuple[float, float, float]:
+    """(score, IoU, F1) pooled over images; score = IoU, or (IoU + F1) / 2 with objects."""
+    inter = union = 0
+    counts = np.zeros(3, np.int64)
+    for k, (m, t) in enumerate(zip(masks, truths)):
+        inter += int((m & t).sum())
+        union += int((m | t).sum())
+        if objects is not None:
+            counts += object_scores(ndi.label(m, structure=_FOUR)[0], objects[k])
+    iou = inter / union if union else 1.0
+    if objects is None:
+        return iou, iou, float("nan")
+    tp, fp, fn = counts
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+    return (iou + f1) / 2, iou, f1
+
+
+def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray],
+                       objects: Sequence[np.ndarray] | None, *,
+                       thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7),
+                       min_sizes: Sequence[int] = (0,), hole_sizes: Sequence[int] = (0,),
+                       fixed: dict[str, Any] | None = None) -> tuple[Postprocess, dict[str, float]]:
+    """The :class:`Postprocess` that scores best on validation images, and its scores.
+
+    Args:
+        probs: (H, W) foreground probabilities, one per validation image.
+        truths: (H, W) bool true foreground, same shapes.
+        objects: (H, W) true object ids per image (score = (IoU + F1@0.5) / 2), or None (IoU).
+        thresholds, min_sizes, hole_sizes: the candidates tried (every combination).
+        fixed: field values set by the user, kept as given (not searched).
+
+    Ties go to the earlier candidate (lower threshold, smaller min_size, no hole filling).
+    """
+    fixed = fixed or {}
+    thresholds = [fixed["threshold"]] if "threshold" in fixed else list(thresholds)
+    min_sizes = [fixed["min_size"]] if "min_size" in fixed else sorted(set(min_sizes))
+    hole_sizes = [fixed["fill_holes"]] if "fill_holes" in fixed else sorted(set(hole_sizes))
+    best: tuple[float, Postprocess, tuple] | None = None
+    for thr in thresholds:
+        raw = [np.asarray(p) > thr for p in probs]
+        for holes in hole_sizes:
+            filled = [_fill_small_holes(m, holes) for m in raw]
+            # one labelling per image, then each min_size is a lookup on the component sizes
+            labelled = [ndi.label(m, structure=_FOUR) for m in filled]
+            sizes = [np.bincount(lab.ravel(), minlength=n + 1) for lab, n in labelled]
+            for min_size in min_sizes:
+                masks = []
+                for (lab, _), sz in zip(labelled, sizes):
+                    keep = sz >= max(min_size, 1)
+                    keep[0] = False
+                    masks.append(keep[lab])
+                scores = _score(masks, truths, objects)
+                if best is None or scores[0] > best[0] + 1e-12:
+                    best = (scores[0], Postprocess(float(thr), int(min_size), int(holes)), scores)
+    assert best is not None  # internal: at least one candidate
+    score, pp, (_, iou, f1) = best
+    return pp, {"score": float(score), "iou": float(iou), "f1": float(f1)}

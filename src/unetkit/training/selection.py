@@ -1,0 +1,144 @@
+"""Validation that picks what a user counts: held-out data, the selection score, post-processing.
+
+* :func:`auto_holdout`: without validation data, five or more training images give up a fifth
+  of the images (at least one, chosen by the seed); two to four images (or one) each give up a
+  band of :data:`BAND` of their rows (or columns, whichever side is longer) at the far edge,
+  so every image's conditions are still trained on and validated.  The band's labels are
+  ignored in training (its pixels still serve as context); validation scores the band alone.
+* :class:`Validator`: predicts the validation images (overlap-tile, as ``unetkit predict``)
+  and scores them with the metric that fits the label kind: with countable objects (instance
+  labels, or masks with several blobs per image) the mean of foreground IoU and object F1 at
+  IoU 0.5; otherwise foreground IoU.  Each score is taken at the best post-processing
+  (``inference.postprocess``) of a small grid; :meth:`Validator.final` searches a finer grid
+  once on the selected model, and that choice goes into the model file.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ..config import Config
+from ..data.dataset import Pair, Prepared, split_validation
+from ..data.fingerprint import Fingerprint, object_ids
+from ..data.normalize import Normalization
+from ..inference.postprocess import Postprocess, choose_postprocess
+from ..inference.tiled import predict_tiled
+
+__all__ = ["auto_holdout", "ignore_band", "Validator", "BAND", "fixed_postprocess"]
+
+log = logging.getLogger(__name__)
+
+BAND = 0.2  # share of each image held out when there are too few images to hold one out
+
+
+@dataclass(frozen=True)
+class Band:
+    """The held-out band of one training image: ``axis`` 0 = rows, 1 = columns, from ``start``."""
+
+    name: str
+    axis: int
+    start: int
+
+
+def auto_holdout(pairs: list[Pair], seed: int) -> tuple[list[Pair], list[Pair], list[Band], str]:
+    """Training pairs, validation pairs, the bands to ignore in training, and what was done."""
+    n = len(pairs)
+    if n >= 5:
+        train, val = split_validation(pairs, 0.2, seed)
+        return train, val, [], (f"held out {len(val)} of {n} images for validation "
+                                f"({', '.join(p.name for p in val)}; chosen by the seed)")
+    val, bands = [], []
+    for p in pairs:
+        h, w = p.labels.shape
+        axis = 0 if h >= w else 1
+        size = (h, w)[axis]
+        start = size - max(1, round(BAND * size))
+        if start < 1:
+            continue  # a 1-pixel image has no band to spare
+        sl = (slice(None), slice(start, None)) if axis == 0 else (slice(None), slice(None),
+                                                                   slice(start, None))
+        lab_sl = sl[1:]
+        val.append(replace(p, name=f"{p.name}[band]", image=p.image[sl], labels=p.labels[lab_sl]))
+        bands.append(Band(p.name, axis, start))
+    side = {0: "rows", 1: "columns"}
+    what = "; ".join(f"{b.name}: {side[b.axis]} {b.start}-" for b in bands)
+    return pairs, val, bands, (f"{n} training image(s): held out the last {BAND:.0%} of each "
+                               f"image's longer side for validation ({what}); those labels are "
+                               f"not trained on")
+
+
+def ignore_band(item: Prepared, band: Band) -> Prepared:
+    """The training item with its held-out band ignored (weight 0, ignore True)."""
+    ignore = np.zeros(item.target.shape, bool) if item.ignore is None else item.ignore.copy()
+    weights = item.weights.copy()
+    if band.axis == 0:
+        ignore[band.start:] = True
+        weights[band.start:] = 0
+    else:
+        ignore[:, band.start:] = True
+        weights[:, band.start:] = 0
+    return replace(item, ignore=ignore, weights=weights)
+
+
+class Validator:
+    """Scores a model on validation items and chooses its post-processing (two classes)."""
+
+    def __init__(self, cfg: Config, items: list[Prepared], pairs: list[Pair],
+                 fp: Fingerprint, device: str) -> None:
+        self.items, self.device = items, device
+        kind = fp.label_kind
+        self.truths = [np.asarray(p.labels) > 0 for p in pairs]
+        self.objects_metric = kind == "instances" or (kind == "binary" and
+                                                     fp.objects_per_image >= 3)
+        self.objects = ([object_ids(np.asarray(p.labels), kind) for p in pairs]
+                        if self.objects_metric else None)
+        self.metric = "(IoU + F1@0.5) / 2" if self.objects_metric else "foreground IoU"
+        pp = cfg.postprocess
+        self.fixed = {k: getattr(pp, k) for k in ("threshold", "min_size", "fill_holes")
+                      if getattr(pp, k) is not None}
+        area = fp.object_area
+        self.min_sizes = sorted({0, *(int(f * area) for f in (0.05, 0.1, 0.2, 0.35, 0.5))})
+        self.quick_sizes = sorted({0, int(0.1 * area), int(0.3 * area)})
+        self.holes = sorted({0, int(0.5 * area)}) if area else [0]
+
+    def probabilities(self, model: nn.Module) -> list[np.ndarray]:
+        out = []
+        for it in self.items:  # stored images are normalised already
+            prob = predict_tiled(model, it.image, device=self.device,
+                                 normalization=Normalization(mode="none"))
+            out.append(1.0 - prob[0])
+        return out
+
+    def score(self, model: nn.Module) -> tuple[dict[str, float], Postprocess]:
+        """Validation scores at the best post-processing of a small grid."""
+        pp, s = choose_postprocess(self.probabilities(model), self.truths, self.objects,
+                                   thresholds=(0.4, 0.5, 0.6), min_sizes=self.quick_sizes,
+                                   hole_sizes=(0,), fixed=self.fixed)
+        return self._row(s), pp
+
+    def final(self, model: nn.Module) -> tuple[dict[str, float], Postprocess]:
+        """The finer search on the selected model: thresholds 0.2-0.8, sizes, hole filling."""
+        pp, s = choose_postprocess(self.probabilities(model), self.truths, self.objects,
+                                   thresholds=tuple(np.round(np.arange(0.2, 0.81, 0.1), 2)),
+                                   min_sizes=self.min_sizes, hole_sizes=self.holes,
+                                   fixed=self.fixed)
+        return self._row(s), pp
+
+    def _row(self, s: dict[str, Any]) -> dict[str, float]:
+        row = {"val_score": s["score"], "val_iou": s["iou"]}
+        if self.objects_metric:
+            row["val_f1"] = s["f1"]
+        return row
+
+
+def fixed_postprocess(cfg: Config) -> Postprocess:
+    """The post-processing without validation: the configured values, the paper's elsewhere."""
+    pp = cfg.postprocess
+    return Postprocess(threshold=0.5 if pp.threshold is None else pp.threshold,
+                       min_size=0 if pp.min_size is None else pp.min_size,
+                       fill_holes=0 if pp.fill_holes is None else pp.fill_holes)

@@ -1,0 +1,128 @@
+"""Defaults that the data decide: channels, normalisation, tiles, sampling, validation held out,
+post-processing chosen on validation data, stored in the model file and used by predict."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import tifffile
+
+from unetkit import load_model
+from unetkit.config import apply_overrides, load_config, preset
+from unetkit.data.dataset import TileSampler
+from unetkit.data.fingerprint import measure
+from unetkit.data.synthetic import write_dataset
+from unetkit.inference.files import predict_file
+from unetkit.training.choices import derive
+from unetkit.training.checkpoint import FINGERPRINT
+from unetkit.training.loop import train
+from unetkit.training.selection import auto_holdout
+
+TINY = ["model.base_channels=4", "model.depth=2", "train.minutes=null", "train.iterations=6",
+        "train.val_interval=3", "train.warmup_iterations=2"]
+
+
+def _cfg(*more):
+    return apply_overrides(preset("default"), [*TINY, *more])
+
+
+@pytest.fixture(scope="module")
+def rgb(tmp_path_factory):
+    """Three RGB images (a stain-like colouring of synthetic nuclei) with instance labels."""
+    root = tmp_path_factory.mktemp("rgb")
+    write_dataset(root, 3, (96, 96), seed=4, n_cells=6)
+    for f in sorted((root / "images").glob("*.tif")):
+        gray = tifffile.imread(f).astype(np.float32)
+        rgb_image = np.stack([255 - gray / 2, 200 - gray / 3, 255 - gray / 4], -1)
+        tifffile.imwrite(f, np.clip(rgb_image, 0, 255).astype(np.uint8), photometric="rgb")
+    return root / "images", root / "labels"
+
+
+def test_rgb_is_detected_and_the_run_folder_holds_the_fingerprint(rgb, tmp_path):
+    run = train(_cfg(), *rgb, tmp_path / "run")
+    info = json.loads((run / FINGERPRINT).read_text())
+    assert info["fingerprint"]["channels"] == 3
+    assert info["choices"]["model.in_channels"]["value"] == 3
+    for key in ("data.normalization", "train.tile_size", "augment.elastic_sigma",
+                "data.foreground_sampling", "validation"):
+        assert info["choices"][key]["reason"]
+    model = load_model(run / "model.safetensors")
+    assert model.config.in_channels == 3
+    pp = model.meta["postprocess"]
+    assert set(pp) == {"threshold", "min_size", "fill_holes"}
+    assert model.meta["training"]["validation"]["metric"].startswith("(IoU + F1")
+    # the resolved configuration leaves nothing to the data any more
+    saved = load_config(run / "config.yaml")
+    assert saved.train.tile_size and saved.augment.elastic_sigma and saved.train.iterations
+    assert saved.data.normalization in ("percentile", "per_image")
+    assert saved.data.foreground_sampling is not None
+
+
+def test_predict_applies_the_stored_threshold_and_min_size(rgb, tmp_path):
+    run = train(_cfg(), *rgb, tmp_path / "run")
+    model = load_model(run / "model.safetensors")
+    image = sorted(rgb[0].glob("*.tif"))[0]
+    outs = {}
+    for name, pp in (("loose", {"threshold": 0.05, "min_size": 0, "fill_holes": 0}),
+                     ("strict", {"threshold": 0.05, "min_size": 10**6, "fill_holes": 0})):
+        model.meta["postprocess"] = pp
+        for kind in ("labels", "instances"):
+            path = predict_file(model, image, tmp_path / name / kind, output=kind)
+            outs[name, kind] = tifffile.imread(path)
+    assert outs["loose", "labels"].any() and outs["loose", "instances"].any()
+    assert not outs["strict", "labels"].any() and not outs["strict", "instances"].any()
+    # an explicit option wins over the model file's
+    model.meta["postprocess"] = {"threshold": 0.05, "min_size": 10**6, "fill_holes": 0}
+    path = predict_file(model, image, tmp_path / "override", output="instances",
+                        instances={"min_size": 0})
+    assert tifffile.imread(path).any()
+
+
+def test_auto_holdout_bands_for_few_images_and_images_for_many(rgb):
+    from unetkit.data.dataset import load_pairs
+
+    pairs = load_pairs(*rgb)
+    train_pairs, val, bands, how = auto_holdout(pairs, seed=0)
+    assert len(train_pairs) == 3 and len(val) == 3 and len(bands) == 3
+    assert all(v.labels.shape == (96 - 77, 96) for v in val) and "20%" in how
+    many = pairs * 2
+    many = [replace(p, name=f"{p.name}_{i}") for i, p in enumerate(many)]
+    train_pairs, val, bands, how = auto_holdout(many, seed=0)
+    assert (len(train_pairs), len(val), bands) == (5, 1, [])
+
+
+def test_tile_and_elastic_strength_follow_the_objects():
+    small = np.zeros((600, 600), np.uint16)
+    small[10:20, 10:20] = 1
+    big = np.zeros((600, 600), np.uint16)
+    big[50:250, 50:250] = 1
+    image = np.zeros((1, 600, 600), np.uint16)
+    cfg = preset("default")
+    c_small, ch_small = derive(cfg, measure([image], [small]))
+    c_big, _ = derive(cfg, measure([image], [big]))
+    assert c_small.train.tile_size == 316 < c_big.train.tile_size <= 508
+    assert c_small.augment.elastic_sigma == pytest.approx(10 * 316 / 572, abs=0.01)
+    assert c_small.data.foreground_sampling > 0  # 0.03 % foreground: sparse
+    assert "train.iterations" in ch_small
+    # the paper preset keeps the paper's values: nothing is left to the data
+    paper, choices = derive(preset("paper"), measure([image], [small]))
+    assert paper.train.tile_size == 572 and paper.augment.elastic_sigma == 10.0
+    assert set(choices) == {"model.in_channels"}
+
+
+def test_foreground_sampling_centres_tiles_on_objects():
+    from unetkit.config import AugmentConfig
+    from unetkit.data.dataset import Prepared
+
+    target = np.zeros((400, 400), np.int64)
+    target[300:310, 300:310] = 1
+    item = Prepared("a", np.zeros((1, 400, 400), np.float32), target,
+                    np.ones((400, 400), np.float32), None, "binary", "a")
+    seen = []
+    for share in (0.0, 1.0):
+        s = TileSampler([item], AugmentConfig.off(), 84, 44, 1, seed=0, foreground=share)
+        seen.append(np.mean([s.sample(k)[1].any() for k in range(40)]))
+    assert seen[0] < 0.2 and seen[1] == 1.0
