@@ -288,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", type=Path, help="keep the data and runs here (default: temporary)")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="extra unetkit train override (section.key=value), for experiments")
+    ap.add_argument("--no-peer", action="store_true", help="unetkit only (for experiments)")
     args = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"machine: {os.cpu_count()} cores, 4096^2 float32 matmul {machine_gflops():.0f} GFLOP/s; "
@@ -307,6 +308,10 @@ def main(argv: list[str] | None = None) -> None:
             truths = [lab for _, _, lab in load_folder(test)]
             fg, inst, u_train, u_pred, info = run_unetkit(train, test, work, args.minutes, extra)
             u = score(fg, truths, inst, OBJECTS[name])
+            if args.no_peer:
+                print(f"{name}: unetkit {json.dumps(_short(u))} ({u_train:.0f} s)", flush=True)
+                results[name] = {"unetkit": {**u, "train_s": u_train, "predict_s": u_pred}}
+                continue
             m_fg, m_train, m_pred, m_steps = run_monai(load_folder(train), load_folder(test),
                                                        u_train)
             m = score(m_fg, truths, None, OBJECTS[name])
@@ -317,7 +322,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: unetkit {json.dumps(_short(u))} ({u_train:.0f} s) | "
                   f"monai {json.dumps(_short(m))} ({m_train:.0f} s, {m_steps} steps)", flush=True)
     print()
-    print(table(results))
+    if not args.no_peer:
+        print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
