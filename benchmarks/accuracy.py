@@ -176,11 +176,10 @@ def _unetkit(*args: str) -> float:
     return time.perf_counter() - t0
 
 
-def run_unetkit(train: Path, test: Path, work: Path, minutes: float, extra: list[str]):
+def run_unetkit(train: Path, test: Path, work: Path, budget: list[str], extra: list[str]):
     run = work / "unetkit_run"
     seconds = _unetkit("train", "--images", str(train / "images"), "--labels",
-                       str(train / "labels"), "--out", str(run), "--minutes", str(minutes),
-                       "--seed", "0", *extra)
+                       str(train / "labels"), "--out", str(run), *budget, "--seed", "0", *extra)
     model = run / "model.safetensors"
     t0 = time.perf_counter()
     for kind in ("labels", "instances"):
@@ -289,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="extra unetkit train override (section.key=value), for experiments")
     ap.add_argument("--no-peer", action="store_true", help="unetkit only (for experiments)")
+    ap.add_argument("--iterations", type=int, help="unetkit: a step budget instead of --minutes "
+                    "(experiments on a shared machine; implies --no-peer)")
     args = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"machine: {os.cpu_count()} cores, 4096^2 float32 matmul {machine_gflops():.0f} GFLOP/s; "
@@ -306,9 +307,11 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             train, test = made
             truths = [lab for _, _, lab in load_folder(test)]
-            fg, inst, u_train, u_pred, info = run_unetkit(train, test, work, args.minutes, extra)
+            budget = (["--iterations", str(args.iterations)] if args.iterations
+                      else ["--minutes", str(args.minutes)])
+            fg, inst, u_train, u_pred, info = run_unetkit(train, test, work, budget, extra)
             u = score(fg, truths, inst, OBJECTS[name])
-            if args.no_peer:
+            if args.no_peer or args.iterations:
                 print(f"{name}: unetkit {json.dumps(_short(u))} ({u_train:.0f} s)", flush=True)
                 results[name] = {"unetkit": {**u, "train_s": u_train, "predict_s": u_pred}}
                 continue
@@ -322,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: unetkit {json.dumps(_short(u))} ({u_train:.0f} s) | "
                   f"monai {json.dumps(_short(m))} ({m_train:.0f} s, {m_steps} steps)", flush=True)
     print()
-    if not args.no_peer:
+    if not (args.no_peer or args.iterations):
         print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
