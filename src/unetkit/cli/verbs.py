@@ -187,14 +187,16 @@ def format_fingerprint(fp: dict) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     from ..model.modelfile import read_model_meta
     from ..training import TrainingInterrupted, run_config, train
+    from ..training.distributed import launched_rank
 
     device = _device(args.device) or "cpu"
     cfg = run_config(args.out, config_file=args.config, preset_name=args.preset,
                      overrides=args.set, seed=args.seed, minutes=args.minutes,
                      iterations=args.iterations, resume=args.resume)
+    main = launched_rank() == 0  # under torchrun rank 0 alone reports (and writes the run)
     bar = ProgressBar(unit="it")
     bar.desc = "train"
-    progress = train_progress(bar)
+    progress = train_progress(bar) if main else None
 
     def announce(fingerprint: dict, choices: dict) -> None:
         bar.write(format_fingerprint(fingerprint))
@@ -207,10 +209,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                     resume=args.resume, device=device, progress=progress, announce=announce)
     except TrainingInterrupted as stop:
         bar.close()
-        print(f"unetkit: {stop}", file=sys.stderr)
+        if main:
+            print(f"unetkit: {stop}", file=sys.stderr)
         return 130 if stop.signal_name == "SIGINT" else 143
     finally:
         bar.close()
+    if not main:
+        return 0
     meta = read_model_meta(run / "model.safetensors")
     pp, val = meta.get("postprocess", {}), meta.get("training", {}).get("validation")
     if val:

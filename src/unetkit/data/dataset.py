@@ -318,8 +318,10 @@ class TileSampler:
         ignore = t.ignore if t.ignore is not None else np.zeros(t.target.shape, bool)
         return t.image, t.target.astype(np.int64), t.weights, ignore
 
-    def batch(self, step: int) -> Batch:
-        tiles = [self.sample(step, j) for j in range(self.batch_size)]
+    def batch(self, step: int, first: int = 0) -> Batch:
+        """Tiles ``first ... first + batch_size - 1`` of ``step`` (data-parallel training: rank
+        ``r`` takes ``first = r * batch_size``, so the ranks' tiles form one global batch)."""
+        tiles = [self.sample(step, j) for j in range(first, first + self.batch_size)]
         image, target, weights, ignore = (np.stack(a) for a in zip(*tiles))
         return Batch(image, target, weights, ignore if ignore.any() else None)
 

@@ -7,6 +7,7 @@ written atomically, beside ``model.safetensors`` (best by validation) and ``mode
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,9 @@ class RunState:
         self.n_train = n_train
         self.last_val: dict[str, float] = {}
         self.validator: Validator | None = None  # two classes: score and post-processing
+        # data-parallel training (training.distributed) and the CUDA step's scaler state
+        self.world_size = 1
+        self.device_state: Callable[[], dict[str, Any]] = dict
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -99,6 +103,9 @@ class RunState:
             "last_val": self.last_val,
             "rng": {"torch": torch.get_rng_state()},
             "config": to_dict(self.cfg),
+            "parallel": {"world_size": self.world_size,
+                         "global_batch": self.world_size * self.cfg.train.batch_size},
+            "device_state": self.device_state(),
         }
         with atomic_path(self.out / CHECKPOINT) as tmp:
             torch.save(ckpt, tmp)

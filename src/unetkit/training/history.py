@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from ..io.images import atomic_path
 
-__all__ = ["History", "COLUMNS"]
+__all__ = ["History", "NoHistory", "COLUMNS"]
 
 COLUMNS = ("step", "time", "loss", "lr", "val_pixel_error", "val_iou", "val_f1", "val_score")
 
@@ -79,3 +79,16 @@ class History:
         fig.tight_layout()
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png")
+
+
+class NoHistory:
+    """The history of a data-parallel rank other than 0: rank 0 alone writes the run folder."""
+
+    def add(self, row: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def plot(self, path: Path) -> None:
+        pass

@@ -20,6 +20,11 @@ two runs, or an interrupted and a continuous one, give bitwise the same model (d
 algorithms are switched on during training).  A time budget (``train.minutes``) makes the number
 of steps, and with a schedule the learning rates, depend on the machine's speed.
 
+Several processes (``torchrun --nproc_per_node=N -m unetkit train ...``): data-parallel training,
+one global batch of ``N x train.batch_size`` tiles per step at ``train.lr``; rank 0 writes the run
+folder (``training.distributed``).  On CUDA: mixed precision, channels_last, pinned batches from
+several data threads (``training.cuda``, ``data.workers``).
+
 Learning-rate schedule: a linear warm-up over ``warmup_iterations`` steps, then ``constant``,
 ``cosine`` (to 0) or ``poly`` (power 0.9) over the run's progress, the larger of the
 step fraction ``step / iterations`` and the time fraction ``elapsed / minutes``.
@@ -30,21 +35,26 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import Config, dump, load_config
+from ..config import Config, dump, from_dict
 from ..data.dataset import Prefetcher, Prepared, TileSampler
+from ..data.workers import ParallelPrefetcher
 from ..io.images import atomic_path
 from ..model import geometry
 from ..model.modelfile import load_model, save_model
 from .checkpoint import (CHECKPOINT, CONFIG, CURVES, FINGERPRINT, METRICS, MODEL, RunState,
                          load_checkpoint)
-from .history import History
+from .cuda import StepPath, cuda_settings
+from .distributed import Parallel, check_global_batch, setup
+from .history import History, NoHistory
 from .loss import weighted_cross_entropy
 from .process import reproducible, step_seed, stop_on_signals
 from .run_settings import check_resumable, learning_rate
@@ -79,7 +89,8 @@ def train(config: Config, images, labels, out_dir, *, val_images=None, val_label
         val_images, val_labels: validation PATHs, or ``val_fraction`` of the training images.
         resume: continue from ``out_dir/checkpoint.pt``; the configuration must equal the saved
             one except for the budget.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; under torchrun ``"cuda"`` means
+            ``cuda:LOCAL_RANK`` (``training.distributed``).
         progress: called after every step as ``progress(step, total, info)``; ``total`` is the
             planned number of steps (an estimate under a time budget), ``info`` holds ``loss``,
             ``lr``, ``elapsed``, ``data_wait`` / ``data_prep`` (seconds so far in this session)
@@ -92,12 +103,22 @@ def train(config: Config, images, labels, out_dir, *, val_images=None, val_label
             a diverging loss.
         TrainingInterrupted: after SIGINT/SIGTERM, once the checkpoint is written.
     """
-    out, dev = Path(out_dir), torch.device(device)
+    par = setup(device)
+    try:
+        return _train(par, config, images, labels, out_dir, val_images, val_labels, val_fraction,
+                      resume, progress, announce)
+    finally:
+        par.close()
+
+
+def _train(par: Parallel, config: Config, images, labels, out_dir, val_images, val_labels,
+           val_fraction, resume, progress, announce) -> Path:
+    out, dev = Path(out_dir), par.device
     if config.train.tile_size is not None:  # fail before reading data where we can
         geometry.check_input_size(config.train.tile_size, config.model.depth, config.model.padding)
     ckpt = None
-    if resume:
-        ckpt = load_checkpoint(out / CHECKPOINT)
+    if resume:  # rank 0 reads the file: other nodes need not see the run folder
+        ckpt = par.share(load_checkpoint(out / CHECKPOINT) if par.main else None)
     elif (out / CHECKPOINT).exists():
         raise ValueError(f"{out} already holds a training run; resume it or choose a new folder")
     data = load_data(config, images, labels, val_images, val_labels, val_fraction)
@@ -108,31 +129,40 @@ def train(config: Config, images, labels, out_dir, *, val_images=None, val_label
     if t.warmup_iterations >= t.iterations:
         log.warning("train.warmup_iterations (%d) >= train.iterations (%d): the learning rate "
                     "never reaches train.lr", t.warmup_iterations, t.iterations)
-    for key, choice in data.choices.items():
+    for key, choice in data.choices.items() if par.main else ():
         log.info("chosen from the data: %s = %s (%s)", key, choice["value"], choice["reason"])
-    if announce is not None:
+    if announce is not None and par.main:
         announce(data.fingerprint.to_dict(), data.choices)
-    if resume:
-        check_resumable(load_config(out / CONFIG), cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / CONFIG) as tmp:
-        tmp.write_text(dump(cfg))
-    with atomic_path(out / FINGERPRINT) as tmp:
-        tmp.write_text(json.dumps({"fingerprint": data.fingerprint.to_dict(),
-                                   "choices": data.choices}, indent=1))
+    if ckpt is not None:
+        check_global_batch(ckpt, par, t.batch_size)  # then the split may differ:
+        saved = from_dict(ckpt["config"])
+        check_resumable(replace(saved, train=replace(saved.train, batch_size=t.batch_size)), cfg)
+    if par.main:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / CONFIG) as tmp:
+            tmp.write_text(dump(cfg))
+        with atomic_path(out / FINGERPRINT) as tmp:
+            tmp.write_text(json.dumps({"fingerprint": data.fingerprint.to_dict(),
+                                       "choices": data.choices}, indent=1))
     sampler = TileSampler(data.train, cfg.augment, t.tile_size, out_size, t.batch_size, t.seed,
                           foreground=cfg.data.foreground_sampling or 0.0)
     with reproducible(dev):
         run = RunState(cfg, out, dev, data.norm, class_names(cfg, data.train), len(data.train))
-        if data.val and m.num_classes == 2:
+        fast = StepPath(dev)
+        fast.prepare(run.model)
+        run.world_size, run.device_state = par.world, fast.state_dict
+        if data.val and m.num_classes == 2 and par.main:
             run.validator = Validator(cfg, data.val, data.val_pairs, data.fingerprint, str(dev))
         run.model.meta["postprocess"] = fixed_postprocess(cfg).to_dict()
         if ckpt is not None:
             run.restore(ckpt)
+            fast.load_state_dict(ckpt.get("device_state", {}))
             log.info("resuming %s at step %d", out, run.step)
-        history = History(out / METRICS, keep_until=run.step if resume else None)
+        history = (History(out / METRICS, keep_until=run.step if resume else None) if par.main
+                   else NoHistory())
         try:
-            _loop(run, sampler, data.val, history, progress)
+            with cuda_settings(dev):
+                _loop(run, sampler, data.val if par.main else [], history, progress, par, fast)
         finally:
             history.close()
         if run.validator is not None:
@@ -154,15 +184,32 @@ def _choose_postprocess(run: RunState) -> None:
              run.validator.metric, scores["val_score"])
 
 
-def _loop(run: RunState, sampler: TileSampler, val_items: list[Prepared], history: History,
-          progress: Callable | None) -> None:
-    t, dev, model = run.cfg.train, run.device, run.model
+def _data(sampler: TileSampler, start: int, par: Parallel, fast: StepPath
+          ) -> Prefetcher | ParallelPrefetcher:
+    """This rank's share of each step's tiles, prepared ahead: one thread on the CPU (it leaves
+    the cores to the step), several on CUDA so that the GPU does not wait."""
+    first = par.rank * sampler.batch_size
+
+    def make(step: int) -> tuple:
+        return fast.stage(sampler.batch(step, first))
+
+    if par.device.type == "cpu":
+        return Prefetcher(make, start, threads=1)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return ParallelPrefetcher(make, start, workers=max(2, min(8, (os.cpu_count() or 2) // local)))
+
+
+def _loop(run: RunState, sampler: TileSampler, val_items: list[Prepared],
+          history: History | NoHistory, progress: Callable | None, par: Parallel | None = None,
+          fast: StepPath | None = None) -> None:
+    par = par if par is not None else Parallel(device=run.device)
+    fast = fast if fast is not None else StepPath(run.device)
+    t, model = run.cfg.train, run.model
+    net = par.wrap(model)
     budget = None if t.minutes is None else 60.0 * t.minutes
     model.train()
     saved_at = run.step
-    threads = 1 if dev.type == "cpu" else None  # CPU training: leave the cores to the step
-    with stop_on_signals() as flag, \
-            Prefetcher(sampler.batch, run.step + 1, threads=threads) as data:
+    with stop_on_signals() as flag, _data(sampler, run.step + 1, par, fast) as data:
         start, elapsed0 = time.perf_counter(), run.elapsed
         last_saved = run.elapsed
         while run.step < t.iterations and (budget is None or run.elapsed < budget):
@@ -172,21 +219,18 @@ def _loop(run: RunState, sampler: TileSampler, val_items: list[Prepared], histor
             batch = data.get(step)
             for group in run.opt.param_groups:
                 group["lr"] = lr
-            torch.manual_seed(step_seed(t.seed, step))  # dropout of this step
-            x = torch.from_numpy(batch.image).to(dev)
-            logits = model(x)
-            loss = weighted_cross_entropy(
-                logits, torch.from_numpy(batch.target).to(dev),
-                torch.from_numpy(batch.weights).to(dev),
-                None if batch.ignore is None else torch.from_numpy(batch.ignore).to(dev))
-            run.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            run.opt.step()
-            value = loss.item()
+            torch.manual_seed(par.dropout_seed(step_seed(t.seed, step)))  # dropout of this step
+            x, target, weights, ignore = fast.to_device(batch)
+            with fast.autocast():
+                logits = net(x)
+            loss, value = _loss(logits.float(), target, weights, ignore, par)
+            fast.step(loss, run.opt)
+            value = loss.item() if value is None else value
             if not math.isfinite(value):
                 raise ValueError(f"the loss became {value} at step {step}: training diverged; "
                                  f"lower train.lr (now {t.lr:g})")
-            run.step, run.elapsed = step, elapsed0 + time.perf_counter() - start
+            run.step = step
+            run.elapsed = par.agree_elapsed(elapsed0 + time.perf_counter() - start)
             row: dict[str, Any] = {"step": step, "time": run.elapsed, "loss": value, "lr": lr}
             done = step >= t.iterations or (budget is not None and run.elapsed >= budget)
             # under a time budget at most ~12 validations: on a slow CPU every val_interval
@@ -197,7 +241,8 @@ def _loop(run: RunState, sampler: TileSampler, val_items: list[Prepared], histor
                 row.update(run.validate(val_items))
                 model.train()
             if scheduled:
-                run.save(with_val=bool(val_items))
+                if par.main:
+                    run.save(with_val=bool(val_items))
                 saved_at, last_saved = step, run.elapsed
             history.add(row)
             if step == saved_at:
@@ -207,16 +252,33 @@ def _loop(run: RunState, sampler: TileSampler, val_items: list[Prepared], histor
                     "loss": value, "lr": lr, "elapsed": run.elapsed,
                     "data_wait": data.wait_seconds, "data_prep": data.prep_seconds,
                     **run.last_val})
-            if flag["signal"]:  # save at once, without validating, and stop
-                if saved_at != step:
+            stop = par.agree_stop(flag["signal"])  # a signal on any rank stops all ranks
+            if stop:  # save at once, without validating, and stop
+                if saved_at != step and par.main:
                     run.save(with_val=bool(val_items))
                     history.plot(run.out / CURVES)
-                raise TrainingInterrupted(flag["signal"], step, run.out)
-    if not (run.out / CHECKPOINT).exists():  # internal: the last step always saves
+                par.barrier()  # no rank exits (and so has torchrun end the others) before
+                raise TrainingInterrupted(stop, step, run.out)
+    gap = par.divergence(model)
+    if gap > 0:  # internal: DDP keeps the ranks' parameters bitwise equal
+        raise RuntimeError(f"the ranks' parameters differ by up to {gap:g} after training")
+    if par.main and not (run.out / CHECKPOINT).exists():  # internal: the last step saves
         run.save(with_val=bool(val_items))
         history.plot(run.out / CURVES)
-    log.info("finished at step %d after %.0f s; best validation loss %s at step %d",
-             run.step, run.elapsed, run.best_score, run.best_step)
+    if par.main:
+        log.info("finished at step %d after %.0f s; best validation loss %s at step %d",
+                 run.step, run.elapsed, run.best_score, run.best_step)
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
+          ignore: torch.Tensor | None, par: Parallel) -> tuple[torch.Tensor, float | None]:
+    """The loss to backpropagate and, with several processes, the global batch's mean value:
+    the ``"pixels"`` mean over all ranks' non-ignored pixels (``Parallel.global_mean``)."""
+    if not par.active:
+        return weighted_cross_entropy(logits, target, weights, ignore), None
+    total = weighted_cross_entropy(logits, target, weights, ignore, reduction="sum")
+    count = target.numel() if ignore is None else (~ignore).sum()
+    return par.global_mean(total, count)
 
 
 def _planned(run: RunState, budget: float | None) -> int:

@@ -40,12 +40,13 @@ def stop_on_signals() -> Iterator[dict[str, str | None]]:
 
 @contextmanager
 def reproducible(device: torch.device) -> Iterator[None]:
-    """Deterministic algorithms and a private torch RNG for the duration of training."""
+    """Deterministic algorithms (CPU training only: on CUDA they would forbid the autotuned cuDNN
+    kernels, see ``training.cuda``) and a private torch RNG for the duration of training."""
     was, warn = torch.are_deterministic_algorithms_enabled(), \
         torch.is_deterministic_algorithms_warn_only_enabled()
     devices = [device.index or 0] if device.type == "cuda" else []
     try:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.use_deterministic_algorithms(device.type != "cuda", warn_only=True)
         with torch.random.fork_rng(devices=devices):
             yield
     finally:
