@@ -144,3 +144,15 @@ def test_old_checkpoint_counts_as_one_process():
 def test_setup_picks_the_local_gpu(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert setup("cuda").device.type == "cuda"
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_two_gpus_train_with_nccl(tmp_path):
+    write_dataset(tmp_path / "cells", 4, (96, 96), seed=2, n_cells=7)
+    sets = [a for s in TINY for a in ("--set", s)]
+    done = _torchrun("-m", "unetkit", "train", "--images", str(tmp_path / "cells" / "images"),
+                     "--labels", str(tmp_path / "cells" / "labels"), "--out",
+                     str(tmp_path / "run"), "--device", "cuda", *sets, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "run" / CHECKPOINT)
+    assert ckpt["step"] == 5 and ckpt["parallel"] == {"world_size": 2, "global_batch": 2}
