@@ -200,10 +200,8 @@ def _data(sampler: TileSampler, start: int, par: Parallel, fast: StepPath
 
 
 def _loop(run: RunState, sampler: TileSampler, val_items: list[Prepared],
-          history: History | NoHistory, progress: Callable | None, par: Parallel | None = None,
-          fast: StepPath | None = None) -> None:
-    par = par if par is not None else Parallel(device=run.device)
-    fast = fast if fast is not None else StepPath(run.device)
+          history: History | NoHistory, progress: Callable | None, par: Parallel,
+          fast: StepPath) -> None:
     t, model = run.cfg.train, run.model
     net = par.wrap(model)
     budget = None if t.minutes is None else 60.0 * t.minutes
