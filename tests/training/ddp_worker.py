@@ -11,7 +11,9 @@ In a process group it sets up itself (``train`` then uses it and leaves it open)
 3. trains ``ROOT/cut``, where rank 1 sends itself SIGTERM at step 2: every rank must stop at the
    same step with one checkpoint written (``ROOT/cut/stopped_rankR.txt``: signal and step);
    rank 0 copies the stopped run to ``ROOT/cut_one_process``;
-4. resumes ``ROOT/cut`` through the CLI (``--resume``).
+4. resumes ``ROOT/cut`` through the CLI (``--resume``);
+5. trains ``ROOT/budget`` for 3 seconds, rank 1 slowed down: each rank writes the step it ended
+   at to ``ROOT/budget_rankR.txt`` (they must agree).
 
 Each CLI call's exit status goes to ``ROOT/status_rankR.txt``.
 """
@@ -20,6 +22,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -67,6 +70,17 @@ def main() -> None:
     dist.barrier()
     status.append(cli([*args, "--out", str(root / "cut"), "--resume"]))
     (root / f"status_rank{rank}.txt").write_text(" ".join(map(str, status)))
+
+    last = {}
+
+    def slow_rank1(step: int, total: int, info: dict) -> None:
+        last["step"] = step
+        if rank == 1:  # the ranks' clocks differ: only the agreed time keeps them together
+            time.sleep(0.02)
+
+    budget = apply_overrides(cfg, ["train.minutes=0.05", "train.iterations=1000000"])
+    train(budget, images, labels, root / "budget", progress=slow_rank1)
+    (root / f"budget_rank{rank}.txt").write_text(str(last["step"]))
     dist.destroy_process_group()
 
 

@@ -1,10 +1,10 @@
 """Data-parallel training on the CPU: 2 processes with gloo under torchrun, a tiny network.
 
 One torchrun launch (tests/training/ddp_worker.py) trains an uninterrupted run through the CLI
-(``unetkit train --set ...``), one that rank 1 stops with SIGTERM, and resumes that one through
-the CLI (``--resume``).  Against them: a one-process run whose
-batch holds both ranks' tiles (batch 2), and a one-process resume of the stopped run (a
-different process count with the same global batch).
+(``unetkit train --set ...``), one that rank 1 stops with SIGTERM, resumes that one through
+the CLI (``--resume``), and trains under a 3 s budget with one rank slowed down.  Against them:
+a one-process run whose batch holds both ranks' tiles (batch 2), and a one-process resume of
+the stopped run (a different process count with the same global batch).
 """
 
 import os
@@ -74,6 +74,12 @@ def test_two_processes_train_in_sync_and_rank0_writes(runs):
     for rank in (0, 1):
         same, perturbed = map(float, (root / f"divergence_rank{rank}.txt").read_text().split())
         assert same == 0.0 and perturbed == pytest.approx(0.25)
+
+
+def test_a_time_budget_ends_all_ranks_at_the_same_step(runs):
+    root, _, _ = runs
+    steps = {(root / f"budget_rank{rank}.txt").read_text() for rank in (0, 1)}
+    assert steps == {str(load_checkpoint(root / "budget" / CHECKPOINT)["step"])}
 
 
 def test_equals_one_process_with_both_ranks_tiles(runs, tmp_path):
