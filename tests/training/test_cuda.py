@@ -59,7 +59,8 @@ def test_cpu_training_keeps_deterministic_algorithms():
 def test_cuda_path_mixed_precision_channels_last_pinned():
     dev = torch.device("cuda")
     path = StepPath(dev)
-    want = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    native = torch.cuda.is_bf16_supported(including_emulation=False)
+    want = torch.bfloat16 if native else torch.float16
     assert path.dtype == want and (path.scaler is not None) == (want == torch.float16)
     model = path.prepare(UNet(base_channels=4, depth=2).to(dev))
     w = next(p for p in model.parameters() if p.ndim == 4)
@@ -108,7 +109,8 @@ def test_training_on_cuda_finishes(tmp_path):
                 tmp_path / "run", device="cuda")
     ckpt = load_checkpoint(run / CHECKPOINT)
     assert ckpt["step"] == 6 and ckpt["parallel"]["world_size"] == 1
-    assert ("scaler" in ckpt["device_state"]) == (not torch.cuda.is_bf16_supported())
+    fp16 = not torch.cuda.is_bf16_supported(including_emulation=False)
+    assert ("scaler" in ckpt["device_state"]) == fp16
     train(apply_overrides(cfg, ["train.iterations=8"]), tmp_path / "cells" / "images",
           tmp_path / "cells" / "labels", run, device="cuda", resume=True)
     assert load_checkpoint(run / CHECKPOINT)["step"] == 8

@@ -33,7 +33,9 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
     """The autocast dtype on ``device``: bf16 or fp16 on CUDA, None (fp32) elsewhere."""
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # emulated bf16 (pre-Ampere GPUs) is slow: fp16 with a scaler there
+    native = torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.bfloat16 if native else torch.float16
 
 
 @contextmanager
