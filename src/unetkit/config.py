@@ -114,6 +114,9 @@ class WeightsConfig:
     # "balanced" weights are capped at this many times the most frequent class's weight
     # (a class of 3 px in a 512^2 image would otherwise weigh ~44,000); null: no cap (the paper)
     max_class_weight: float | None = None
+    # weight of a soft Dice term on the foreground classes added to Eq. 1 (training.loss);
+    # paper: none (0)
+    dice: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.w0 >= 0, f"weights.w0 must be >= 0, got {self.w0}")
@@ -127,6 +130,7 @@ class WeightsConfig:
         else:
             for value in self.class_weights:
                 _require(value >= 0, f"weights.class_weights must be >= 0, got {value}")
+        _require(self.dice >= 0, f"weights.dice must be >= 0, got {self.dice}")
         _require(self.max_class_weight is None or self.max_class_weight >= 1,
                  f"weights.max_class_weight must be >= 1 or null, got {self.max_class_weight}")
 

@@ -94,3 +94,22 @@ def test_all_ignored_gives_zero_and_bad_inputs_raise():
         weighted_cross_entropy(logits, target, reduction="mean")
     with pytest.raises(ValueError, match="B, K, H, W"):
         weighted_cross_entropy(logits[0], target)
+
+
+def test_soft_dice_loss_is_zero_for_a_perfect_prediction_and_ignores_masked_pixels():
+    from unetkit.training.loss import soft_dice_loss
+
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[0, 2:6, 2:6] = 1
+    perfect = torch.stack([(target == 0).float(), (target == 1).float()], 1) * 40 - 20
+    assert float(soft_dice_loss(perfect, target, eps=1e-6)) < 1e-6
+    wrong = -perfect
+    assert float(soft_dice_loss(wrong, target, eps=1e-6)) > 0.99
+    ignore = torch.zeros(1, 8, 8, dtype=torch.bool)
+    ignore[0, :, :4] = True  # half the object ignored: the rest still perfect
+    mixed = perfect.clone()
+    mixed[:, :, :, :4] = -mixed[:, :, :, :4]
+    assert float(soft_dice_loss(mixed, target, ignore, eps=1e-6)) < 1e-6
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    soft_dice_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()

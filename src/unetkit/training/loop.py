@@ -55,7 +55,7 @@ from .checkpoint import (CHECKPOINT, CONFIG, CURVES, FINGERPRINT, METRICS, MODEL
 from .cuda import StepPath, cuda_settings
 from .distributed import Parallel, check_global_batch, setup
 from .history import History, NoHistory
-from .loss import weighted_cross_entropy
+from .loss import soft_dice_loss, weighted_cross_entropy
 from .process import reproducible, step_seed, stop_on_signals
 from .run_settings import check_resumable, learning_rate
 from .selection import Validator, fixed_postprocess
@@ -221,7 +221,8 @@ def _loop(run: RunState, sampler: TileSampler, val_items: list[Prepared],
             x, target, weights, ignore = fast.to_device(batch)
             with fast.autocast():
                 logits = net(x)
-            loss, value = _loss(logits.float(), target, weights, ignore, par)
+            loss, value = _loss(logits.float(), target, weights, ignore, par,
+                                run.cfg.weights.dice)
             fast.step(loss, run.opt)
             value = loss.item() if value is None else value
             if not math.isfinite(value):
@@ -269,14 +270,23 @@ def _loop(run: RunState, sampler: TileSampler, val_items: list[Prepared],
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
-          ignore: torch.Tensor | None, par: Parallel) -> tuple[torch.Tensor, float | None]:
+          ignore: torch.Tensor | None, par: Parallel, dice: float = 0.0
+          ) -> tuple[torch.Tensor, float | None]:
     """The loss to backpropagate and, with several processes, the global batch's mean value:
-    the ``"pixels"`` mean over all ranks' non-ignored pixels (``Parallel.global_mean``)."""
+    the ``"pixels"`` mean over all ranks' non-ignored pixels (``Parallel.global_mean``), plus
+    ``dice`` x the soft Dice term (per rank's tiles; DDP averages its gradient over ranks)."""
     if not par.active:
-        return weighted_cross_entropy(logits, target, weights, ignore), None
+        loss = weighted_cross_entropy(logits, target, weights, ignore)
+        if dice:
+            loss = loss + dice * soft_dice_loss(logits, target, ignore)
+        return loss, None
     total = weighted_cross_entropy(logits, target, weights, ignore, reduction="sum")
     count = target.numel() if ignore is None else (~ignore).sum()
-    return par.global_mean(total, count)
+    loss, value = par.global_mean(total, count)
+    if dice:
+        term = soft_dice_loss(logits, target, ignore)
+        loss, value = loss + dice * term, value + dice * float(term.detach())
+    return loss, value
 
 
 def _planned(run: RunState, budget: float | None) -> int:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 REDUCTIONS = ("pixels", "weights", "sum")
+__all__ = ["weighted_cross_entropy", "soft_dice_loss", "WeightedCrossEntropy", "REDUCTIONS"]
 
 
 def weighted_cross_entropy(
@@ -69,6 +70,26 @@ def weighted_cross_entropy(
         w_valid = torch.where(valid, w, torch.zeros_like(w))
         denom = w_valid.sum().clamp_min(torch.finfo(nll.dtype).tiny)
     return loss / denom  # an empty denominator means an all-zero loss: 0 / clamp = 0
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor,
+                   ignore: torch.Tensor | None = None, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice of the foreground classes (1..K-1), pooled over the batch -> scalar.
+
+    ``logits`` (B, K, H, W), ``target`` (B, H, W), ``ignore`` (B, H, W) bool or None.  Dice
+    scores overlap directly, so it pulls the 0.5 level of the probability onto the object outline
+    whatever the class frequencies (weighted cross entropy with balanced weights pushes it out).
+    ``eps`` smooths tiles without foreground.  Mean over the foreground classes.
+    """
+    k = logits.shape[1]
+    valid = (torch.ones_like(target, dtype=torch.bool) if ignore is None else ~ignore.bool())
+    p = F.softmax(logits, dim=1)
+    v = valid[:, None].to(p.dtype)
+    onehot = F.one_hot(torch.where(valid, target.long(), 0), k).permute(0, 3, 1, 2).to(p.dtype)
+    p, onehot = p[:, 1:] * v, onehot[:, 1:] * v
+    inter = (p * onehot).sum(dim=(0, 2, 3))
+    total = p.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+    return (1.0 - (2.0 * inter + eps) / (total + eps)).mean()
 
 
 class WeightedCrossEntropy(nn.Module):
