@@ -83,8 +83,10 @@ def derive(cfg: Config, fp: Fingerprint) -> tuple[Config, dict[str, dict[str, An
         tile = _tile_for(want, m.depth, m.padding, low, min(508, max(top, low)))
         t = replace(t, tile_size=note(
             "train.tile_size", tile,
-            f"output {geometry.output_size(tile, m.depth, m.padding)} px holds about 3 median "
-            f"objects ({fp.object_diameter:.0f} px across); cheapest legal tile from 316 up to 508"))
+            f"the cheapest legal tile whose {geometry.output_size(tile, m.depth, m.padding)} px "
+            f"output holds about 3 median objects ({fp.object_diameter:.0f} px across), from "
+            f"{low} up to {min(508, max(top, low))} (the images are up to "
+            f"{max(fp.height[2], fp.width[2])} px)"))
     if a.elastic_sigma is None:
         sigma = round(_PAPER_SIGMA * t.tile_size / _PAPER_TILE, 2)
         a = replace(a, elastic_sigma=note(
