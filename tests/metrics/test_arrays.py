@@ -54,7 +54,8 @@ def test_info_scores_by_hand():
 def test_partition_scores_perfect_and_empty():
     assert rand_scores(TRUTH_ROW, TRUTH_ROW * 5)["v_rand"] == 1.0
     assert info_scores(TRUTH_ROW, TRUTH_ROW * 5)["v_info"] == pytest.approx(1.0)
-    assert info_scores(np.ones((2, 2), int), np.ones((2, 2), int))["v_info"] == 1.0
+    # the reference: a single-segment side scores 0 (precision 1, recall 0)
+    assert info_scores(np.ones((2, 2), int), np.ones((2, 2), int))["v_info"] == 0.0
     assert np.isnan(rand_scores(np.zeros((2, 2), int), np.ones((2, 2), int))["v_rand"])
 
 
@@ -72,7 +73,12 @@ def test_thin_boundaries_by_hand():
     thin = thin_boundaries(fg)
     assert (thin[:, :4] == thin[0, 0]).all() and (thin[:, 5:] == thin[0, 8]).all()
     assert (thin[:, 4] == 0).all() and thin[0, 0] != thin[0, 8]
-    assert not thin_boundaries(np.zeros((3, 3), bool)).any()
+    # a 2 px membrane: the flooding reaches the left column first (column-major order)
+    fg[:, 5] = True
+    thin = thin_boundaries(fg)
+    assert (thin[:, 3] == thin[0, 0]).all() and (thin[:, 4] == 0).all()
+    # no foreground: the flooding of a flat map is one segment
+    assert (thin_boundaries(np.zeros((3, 3), bool)) == 1).all()
 
 
 # ----------------------------------------------------------------------------- ISBI sweeps
@@ -80,10 +86,13 @@ def test_thin_boundaries_by_hand():
 def test_pixel_error_sweep_picks_best_threshold():
     truth = np.array([[255, 255, 0, 0]], np.uint8)
     prob = np.array([[0.9, 0.4, 0.6, 0.1]])
-    # t = 0.1: prob > t gives 1 1 1 0 -> F = 4 / 5 (best); t = 0.5 gives 1 0 1 0 -> F = 1 / 2
+    # t = 0.2: prob > t gives 1 1 1 0 -> F = 4 / 5 (best); t = 0.5 gives 1 0 1 0 -> F = 1 / 2.
+    # Not yet at t = 0.1: the map is read as float32 (as the reference reads it), and
+    # float32(0.1) > 0.1, so at t = 0.1 every pixel is foreground (F = 2 / 3).
     r = isbi_metrics(prob, truth, metrics=("pixel_error",))
-    assert r["pixel_error"] == pytest.approx(0.2) and r["pixel_error_threshold"] == 0.1
+    assert r["pixel_error"] == pytest.approx(0.2) and r["pixel_error_threshold"] == 0.2
     assert pixel_error(prob, truth, thresholds=(0.5,)) == pytest.approx(0.5)
+    assert pixel_error(prob, truth, thresholds=(0.1,)) == pytest.approx(1 / 3)
     curves = isbi_curves(prob, truth, metrics=("pixel_error",))
     assert curves["pixel_f"][0] == pytest.approx(2 / 3)  # t = 0: all foreground
 
@@ -111,10 +120,9 @@ def test_split_and_merger_raise_warping_and_rand_errors():
     merged = truth / 255.0
     merged[3:6, 9] = 1.0                  # a gap in the membrane
     n = truth.size
-    # one threshold: at t = 1.0 the empty map would cost one pixel per cell (2 / n)
-    assert warping_error(split, truth, thresholds=(0.5,)) == pytest.approx(1 / n)
-    assert warping_error(merged, truth, thresholds=(0.5,)) == pytest.approx(3 / n)
-    assert warping_error(merged, truth) == pytest.approx(2 / n)
+    assert warping_error(split, truth, thresholds=(0.5,)) == 1 / n
+    assert warping_error(merged, truth, thresholds=(0.5,)) == 3 / n
+    assert warping_error(merged, truth) == 3 / n  # the merger's 3 pixels at every threshold
     for prob in (split, merged):
         assert rand_error(prob, truth) > 0
         assert v_rand(prob, truth) < 1 and v_info(prob, truth) < 1
@@ -171,7 +179,10 @@ def test_class_maps():
 
 
 def test_threshold_range():
-    assert threshold_range() == tuple(round(0.1 * k, 1) for k in range(11))
+    # the reference's loop: repeated addition in double precision
+    values = threshold_range()
+    assert len(values) == 11 and values[3] == 0.30000000000000004
+    assert values[-1] == 0.9999999999999999 < 1.0
     assert threshold_range(0.2, 0.5, 0.15) == (0.2, 0.35, 0.5)
     with pytest.raises(ValueError, match="step"):
         threshold_range(0, 1, 0)
@@ -245,5 +256,6 @@ def test_warping_details_count_split_and_merger():
     prob[:, 4] = 0.0
     prob[3:6, 9] = 1.0
     r = isbi_metrics(prob, truth, thresholds=(0.5,), metrics=("warping_error",))
-    assert r == {"warping_error": pytest.approx(4 / truth.size), "warping_error_threshold": 0.5,
-                 "warping_splits": 1.0, "warping_mergers": 1.0}
+    # pixel counts: 1 split pixel, 3 merger pixels
+    assert r == {"warping_error": 4 / truth.size, "warping_error_threshold": 0.5,
+                 "warping_splits": 1.0, "warping_mergers": 3.0}

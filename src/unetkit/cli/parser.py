@@ -71,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="metric names (default: pixel_error rand_error warping_error v_rand "
                    "v_info iou dice ap50 f1_50 seg, those that apply)")
     s.add_argument("--json", default=None, help="write {per_image, mean} to this JSON file")
-    s.add_argument("--thresholds", nargs=3, type=float, default=(0.0, 1.0, 0.1),
-                   metavar=("START", "STOP", "STEP"), help="probability threshold sweep")
+    s.add_argument("--thresholds", nargs=3, type=float, default=None,
+                   metavar=("START", "STOP", "STEP"),
+                   help="probability threshold sweep for every metric (default: the ISBI "
+                   "reference's, 0..1 by 0.1 and 0..0.9 for the warping error)")
     s.add_argument("--kind", choices=("probability", "binary", "instances", "classes"),
                    default=None, help="prediction kind (default: detected from the values)")
     s.add_argument("--channel", type=int, default=1,

@@ -134,7 +134,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..io.images import atomic_path
     from ..metrics.arrays import threshold_range
 
-    thresholds = threshold_range(*args.thresholds)
+    thresholds = threshold_range(*args.thresholds) if args.thresholds else None
     bar = ProgressBar(unit="image")
     bar.desc = "evaluate"
     try:

@@ -22,6 +22,7 @@ from .isbi import (
     DEFAULT_THRESHOLDS,
     ISBI_METRICS,
     KINDS,
+    WARPING_THRESHOLDS,
     check_labels,
     check_probability,
     detect_kind,
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_THRESHOLDS", "IOU_THRESHOLDS", "ISBI_METRICS", "KINDS", "MASK_THRESHOLD",
+    "WARPING_THRESHOLDS",
     "available_metrics", "detect_kind", "evaluate_arrays", "instance_scores", "isbi_curves",
     "isbi_metrics", "pixel_error", "rand_error", "seg_score", "semantic_scores",
     "threshold_range", "v_info", "v_rand", "warping_error",
@@ -93,7 +95,7 @@ def _resolve_names(metrics, kind: str) -> tuple[str, ...] | None:
 
 
 def evaluate_arrays(pred: np.ndarray, truth: np.ndarray, metrics=None,
-                    thresholds=DEFAULT_THRESHOLDS, *, kind: str | None = None,
+                    thresholds=None, *, kind: str | None = None,
                     boundary_prob: bool = False, classes: tuple[int, ...] | None = None,
                     iou_thresholds: tuple[float, ...] = IOU_THRESHOLDS) -> dict[str, float]:
     """Score a prediction against a ground truth with every metric that applies.
@@ -110,7 +112,8 @@ def evaluate_arrays(pred: np.ndarray, truth: np.ndarray, metrics=None,
         metrics: names to return (see `available_metrics`), e.g. "pixel_error",
             "rand_error", "warping_error", "v_rand", "v_info", "iou", "dice", "ap50",
             "f1_50", "seg"; None returns every applicable metric with its detail keys.
-        thresholds: threshold sweep of the ISBI metrics (probability maps only).
+        thresholds: threshold sweep of the ISBI metrics (probability maps only); None: the
+            reference's sweeps (0.0..1.0, the warping error 0.0..0.9; see `isbi`).
         kind: override of the detected prediction kind, one of `KINDS`.
         boundary_prob: `pred` is a probability of membrane/boundary (scored as 1 - pred).
         classes: classes for the semantic scores of class maps; default: values present.

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.images import image_files, iter_images
-from .arrays import DEFAULT_THRESHOLDS, detect_kind, evaluate_arrays
+from .arrays import detect_kind, evaluate_arrays
 
 __all__ = ["MAIN_METRICS", "main_metrics", "pair_images", "evaluate_files"]
 
@@ -83,7 +83,7 @@ def pair_images(pred: str | os.PathLike, truth: str | os.PathLike,
 
 def evaluate_files(pred: str | os.PathLike, truth: str | os.PathLike,
                    metrics: Sequence[str] | None = None,
-                   thresholds: Sequence[float] = DEFAULT_THRESHOLDS, *, kind: str | None = None,
+                   thresholds: Sequence[float] | None = None, *, kind: str | None = None,
                    channel: int = 1, progress=None) -> dict:
     """``{"per_image": {name: {metric: value}}, "mean": {metric: value}}`` (NaNs skipped in means).
 

@@ -3,28 +3,35 @@
 Numpy/scipy/scikit-image only (no torch). `unetkit.metrics.arrays.evaluate_arrays` is the entry
 point that combines these with the instance and semantic scores of `unetkit.metrics.matching`.
 
-ISBI 2012 conventions (PAPER.md section 5; Arganda-Carreras et al., Front. Neuroanat. 9:142,
-2015; the challenge's Fiji script is the reference we follow, with our own code):
+Defined as the challenge's reference computes them (Fiji's Trainable Weka Segmentation,
+package `trainableSegmentation.metrics`, called as the 2015/2016 evaluation scripts call it;
+Arganda-Carreras et al., Front. Neuroanat. 9:142, 2015); our own code. Where the reference
+makes a choice the papers do not state, we follow it and say so:
 
 * Ground truth: label image, > 0 = cell interior ("foreground"; 255 or 1 in the challenge
-  files), 0 = membrane/boundary. A binary truth is split into segments by 4-connected
-  components; a truth with more labels is taken as the segments themselves.
-* Prediction: probability of *cell interior* in [0, 1] (pass `boundary_prob=True` for a map
-  of membrane probability; it is turned into 1 - p). At threshold t the foreground is p > t
-  (strictly, as in the Fiji script). Default thresholds 0.0, 0.1, ..., 1.0; each metric takes
-  its best value over thresholds. For a stack (Z, H, W) the per-slice scores are averaged at
-  each threshold before the best threshold is picked (one threshold for the whole stack);
-  the pixel F-score pools its counts over slices.
+  files), 0 = membrane. A binary truth is split into segments by 4-connected components; a
+  truth with more labels is taken as the segments themselves (our extension).
+* Prediction: probability of *cell interior* in [0, 1] (`boundary_prob=True` for membrane
+  probability: 1 - p), read as float32 as the reference reads its 32-bit images. At threshold
+  t the foreground is p > t (strictly).
+* Thresholds (reference): `for (t = 0.0; t <= stop; t += 0.1)` in double precision, i.e. by
+  repeated addition: 0.0, 0.1, 0.2, 0.30000000000000004, ..., 0.9999999999999999. The
+  warping error sweeps to 0.9 (10 thresholds, `WARPING_THRESHOLDS`), the others to 1.0
+  (11, `DEFAULT_THRESHOLDS`); the last of those is just below 1, so p = 1 stays foreground.
+  One threshold serves a whole stack; the best value is the first best over the sweep.
+* Stacks (Z, H, W): pixel error and Rand error pool their counts over the slices into one
+  F-score; the warping error is all split and merger pixels over all pixels; V_rand and V_info
+  average the per-slice scores.
 
-The metrics (details in the docstrings of `isbi_metrics` and of `rand_info` / `topology`):
+The metrics (details in `isbi_metrics`, `rand_info` and `topology`):
 
 * `pixel_error` = 1 - max_t F1 of foreground pixels (prediction > t vs truth > 0).
-* `rand_error` = 1 - max_t V_rand between the truth's segments and the 4-connected components
-  of the thresholded map, truth boundary pixels excluded, predicted boundary pixels singletons.
-* `warping_error` = min_t (pixels still disagreeing after warping the truth towards the
-  thresholded map by simple-point flips) / pixels (Jain et al. 2010).
+* `rand_error` = 1 - max_t foreground-restricted Rand F-score between the truth's segments
+  and the 4-connected components of the thresholded map (predicted boundary = singletons).
+* `warping_error` = min_t (split + merger pixels left after warping the truth towards the
+  thresholded map) / pixels (Jain et al. 2010; `topology.splits_and_mergers`).
 * `v_rand`, `v_info` = max_t of the Rand / information F-scores after thinning the
-  thresholded map's boundaries to one pixel (watershed growth of its components).
+  thresholded map's boundaries to one pixel (`rand_info.thin_boundaries`).
 """
 
 from __future__ import annotations
@@ -38,8 +45,6 @@ from . import topology
 
 logger = logging.getLogger(__name__)
 
-#: The challenge's threshold sweep: 0.0 to 1.0 in steps of 0.1 (11 thresholds).
-DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(11))
 ISBI_METRICS: tuple[str, ...] = ("pixel_error", "rand_error", "warping_error", "v_rand",
                                  "v_info")
 KINDS: tuple[str, ...] = ("probability", "binary", "instances", "classes")
@@ -47,13 +52,26 @@ KINDS: tuple[str, ...] = ("probability", "binary", "instances", "classes")
 
 def threshold_range(start: float = 0.0, stop: float = 1.0, step: float = 0.1
                     ) -> tuple[float, ...]:
-    """Thresholds start, start + step, ..., stop (inclusive, rounded to 10 decimals)."""
+    """Thresholds start, start + step, ... while <= stop, by repeated addition in float64.
+
+    The reference's loop, so the values carry its rounding: threshold_range()[3] is
+    0.30000000000000004 and the last of 0..1 is 0.9999999999999999 (p = 1 stays foreground).
+    """
     if not 0.0 <= start <= stop <= 1.0:
         raise ValueError(f"need 0 <= start <= stop <= 1, got start={start}, stop={stop}")
     if step <= 0:
         raise ValueError(f"step must be > 0, got {step}")
-    count = int(np.floor((stop - start) / step + 1e-9)) + 1
-    return tuple(round(start + k * step, 10) for k in range(count))
+    out, t = [], float(start)
+    while t <= stop:
+        out.append(t)
+        t += step
+    return tuple(out)
+
+
+#: The reference's sweep of pixel error, Rand error, V_rand and V_info: 0.0..1.0 (11 values).
+DEFAULT_THRESHOLDS: tuple[float, ...] = threshold_range(0.0, 1.0, 0.1)
+#: The reference's sweep of the warping error: 0.0..0.9 (10 values).
+WARPING_THRESHOLDS: tuple[float, ...] = threshold_range(0.0, 0.9, 0.1)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -144,12 +162,13 @@ def _truth_segments(truth: np.ndarray) -> np.ndarray:
     return truth
 
 
-def _score_one(truth_fg, truth_seg, binary, segments, wanted) -> dict[str, float]:
-    """Raw per-slice scores of one binarised prediction.
+def _score_one(truth_fg, truth_seg, binary, segments, priority, wanted) -> dict[str, float]:
+    """Raw per-slice counts and scores of one binarised prediction.
 
     Args:
         truth_fg: (H, W) bool truth foreground; truth_seg: (H, W) truth segments.
         binary: (H, W) bool predicted foreground; segments: (H, W) predicted segments.
+        priority: (H, W) float32 warping visit priority |p - t|, or None.
         wanted: metric names to compute.
     """
     out: dict[str, float] = {}
@@ -158,7 +177,8 @@ def _score_one(truth_fg, truth_seg, binary, segments, wanted) -> dict[str, float
         out["fp"] = float(np.count_nonzero(binary & ~truth_fg))
         out["fn"] = float(np.count_nonzero(~binary & truth_fg))
     if "rand_error" in wanted:
-        out["rand_f"] = rand_info.rand_scores(truth_seg, segments)["v_rand"]
+        out["rand_tp"], out["rand_fp"], out["rand_fn"] = rand_info.rand_counts(truth_seg,
+                                                                              segments)
     if "v_rand" in wanted or "v_info" in wanted:
         thin = rand_info.thin_boundaries(binary, markers=segments)
         if "v_rand" in wanted:
@@ -168,44 +188,61 @@ def _score_one(truth_fg, truth_seg, binary, segments, wanted) -> dict[str, float
             i = rand_info.info_scores(truth_seg, thin)
             out.update(v_info=i["v_info"], v_info_split=i["split"], v_info_merge=i["merge"])
     if "warping_error" in wanted:
-        w = topology.splits_and_mergers(truth_fg, binary)
-        out.update(warping_error=w["mismatches"] / binary.size,
-                   warping_splits=w["splits"], warping_mergers=w["mergers"])
+        w = topology.splits_and_mergers(truth_fg, binary, priority=priority)
+        out.update(warping_splits=float(w["splits"]), warping_mergers=float(w["mergers"]),
+                   pixels=float(binary.size))
     return out
 
 
+def _sweeps(thresholds, wanted, kind) -> tuple[tuple[float, ...], dict[str, np.ndarray]]:
+    """All thresholds to evaluate, and per metric a (T,) mask of the ones in its sweep."""
+    if kind != "probability":  # masks and label images are evaluated once, at no threshold
+        return (np.nan,), {m: np.ones(1, bool) for m in wanted}
+    if thresholds is not None:
+        values = _check_thresholds(thresholds)
+        return values, {m: np.ones(len(values), bool) for m in wanted}
+    values = tuple(sorted(set(DEFAULT_THRESHOLDS) | set(WARPING_THRESHOLDS)))
+    own = {m: WARPING_THRESHOLDS if m == "warping_error" else DEFAULT_THRESHOLDS
+           for m in wanted}
+    return values, {m: np.isin(values, own[m]) for m in wanted}
+
+
 def isbi_curves(prediction: np.ndarray, truth: np.ndarray, *,
-                thresholds=DEFAULT_THRESHOLDS, metrics=ISBI_METRICS,
+                thresholds=None, metrics=ISBI_METRICS,
                 boundary_prob: bool = False, kind: str | None = None) -> dict[str, np.ndarray]:
-    """Per-threshold ISBI scores, averaged over slices.
+    """Per-threshold ISBI scores of a slice or a stack.
 
     Args:
         prediction: (H, W) or (Z, H, W) probability map (or binary mask / instance labels,
             see `detect_kind`; those are scored at one "threshold").
         truth: same shape label image, > 0 = cell interior, 0 = boundary.
-        thresholds: thresholds t; the predicted foreground is prediction > t.
+        thresholds: thresholds t (foreground = prediction > t) for every metric; None: the
+            reference's sweeps (`DEFAULT_THRESHOLDS`, `WARPING_THRESHOLDS` for the warping
+            error; its curve is NaN at thresholds outside its sweep).
         metrics: subset of `ISBI_METRICS`.
         boundary_prob: the probability map gives membrane probability (use 1 - p).
         kind: override of `detect_kind(prediction)`.
 
     Returns:
         Arrays of shape (T,) under "thresholds", "pixel_f", "rand_f", "warping_error",
-        "warping_splits", "warping_mergers", "v_rand", "v_rand_split", "v_rand_merge",
-        "v_info", "v_info_split", "v_info_merge", the keys present depending on `metrics`;
-        T = 1 for non-probability predictions.
+        "warping_splits", "warping_mergers" (pixel counts over the stack), "v_rand",
+        "v_rand_split", "v_rand_merge", "v_info", "v_info_split", "v_info_merge" (means over
+        slices), the keys present depending on `metrics`; T = 1 for non-probability kinds.
     """
     wanted = _check_isbi_names(metrics)
     kind = kind or detect_kind(prediction)
     pred, truth = _prepare_pair(prediction, truth, kind, boundary_prob)
-    # masks and label images are evaluated once, at no threshold
-    thresholds = _check_thresholds(thresholds) if kind == "probability" else (np.nan,)
+    values, in_sweep = _sweeps(thresholds, wanted, kind)
     rows = []
     for z in range(truth.shape[0]):
         t_fg = truth[z] > 0
         t_seg = _truth_segments(truth[z])
-        rows.append([_score_one(t_fg, t_seg, *_binarise(pred[z], kind, t), wanted)
-                     for t in thresholds])
-    return _aggregate(rows, thresholds)
+        row = []
+        for k, t in enumerate(values):
+            here = tuple(m for m in wanted if in_sweep[m][k])
+            row.append(_score_one(t_fg, t_seg, *_binarise(pred[z], kind, t), here))
+        rows.append(row)
+    return _aggregate(rows, values, wanted, in_sweep)
 
 
 def _check_isbi_names(metrics) -> tuple[str, ...]:
@@ -225,6 +262,9 @@ def _prepare_pair(prediction, truth, kind, boundary_prob):
         pred = check_probability(prediction, "prediction")
         if boundary_prob:
             pred = 1.0 - pred
+        # float32 values held in float64: the reference reads 32-bit images and compares
+        # them with its double thresholds (a float32 comparison would round t instead)
+        pred = pred.astype(np.float32).astype(np.float64)
     else:
         pred = check_labels(prediction, "prediction")
         if kind == "binary":
@@ -235,29 +275,53 @@ def _prepare_pair(prediction, truth, kind, boundary_prob):
 
 
 def _binarise(pred: np.ndarray, kind: str, threshold: float):
-    """One slice -> (foreground bool, segment labels) at `threshold`."""
+    """One slice -> (foreground bool, segment labels, warping priority) at `threshold`."""
     if kind == "probability":
         binary = pred > threshold
-        return binary, rand_info.label_components(binary)
+        # the reference's sort key: |p - t| in double, stored as float32
+        priority = np.abs(pred.astype(np.float64) - threshold).astype(np.float32)
+        return binary, rand_info.label_components(binary), priority
     if kind == "binary":
-        return pred, rand_info.label_components(pred)
-    return pred > 0, pred
+        return pred, rand_info.label_components(pred), None
+    return pred > 0, pred, None
 
 
-def _aggregate(rows: list[list[dict]], thresholds) -> dict[str, np.ndarray]:
-    """rows[z][k] raw scores -> per-threshold arrays (mean over slices, pooled pixel counts)."""
+def _aggregate(rows: list[list[dict]], thresholds, wanted, in_sweep) -> dict[str, np.ndarray]:
+    """rows[z][k] raw scores -> (T,) curves: pooled counts, pooled pixels, slice means."""
+    n_t = len(thresholds)
     out = {"thresholds": np.asarray(thresholds, dtype=float)}
-    keys = rows[0][0].keys()
-    for key in keys:
-        out[key] = np.array([[row[k][key] for k in range(len(thresholds))] for row in rows])
-    if "tp" in out:
-        tp, fp, fn = (out.pop(k).sum(axis=0) for k in ("tp", "fp", "fn"))
-        denom = 2 * tp + fp + fn
-        out["pixel_f"] = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 1.0)
-    for key in list(out):
-        if key not in ("thresholds", "pixel_f"):
-            out[key] = np.nanmean(out[key], axis=0) if out[key].ndim == 2 else out[key]
+
+    def total(key):
+        return np.array([sum(row[k][key] for row in rows) if key in rows[0][k] else np.nan
+                         for k in range(n_t)])
+
+    def mean(key):
+        return np.array([np.mean([row[k][key] for row in rows]) if key in rows[0][k]
+                         else np.nan for k in range(n_t)])
+
+    f = np.vectorize(rand_info.f_score, otypes=[float])
+    if "pixel_error" in wanted:
+        out["pixel_f"] = f(total("tp"), total("fp"), total("fn"))
+    if "rand_error" in wanted:
+        out["rand_f"] = f(total("rand_tp"), total("rand_fp"), total("rand_fn"))
+    if "warping_error" in wanted:
+        splits, mergers = total("warping_splits"), total("warping_mergers")
+        out.update(warping_error=(splits + mergers) / total("pixels"),
+                   warping_splits=splits, warping_mergers=mergers)
+    for name in ("v_rand", "v_info"):
+        if name in wanted:
+            for key in (name, f"{name}_split", f"{name}_merge"):
+                out[key] = mean(key)
+    for name in wanted:  # outside a metric's sweep its curve is undefined
+        for key in _CURVE_KEYS[name]:
+            out[key] = np.where(in_sweep[name], out[key], np.nan)
     return out
+
+
+_CURVE_KEYS = {"pixel_error": ("pixel_f",), "rand_error": ("rand_f",),
+               "warping_error": ("warping_error", "warping_splits", "warping_mergers"),
+               "v_rand": ("v_rand", "v_rand_split", "v_rand_merge"),
+               "v_info": ("v_info", "v_info_split", "v_info_merge")}
 
 
 _DETAILS = {"pixel_error": (), "rand_error": (),
@@ -267,27 +331,30 @@ _DETAILS = {"pixel_error": (), "rand_error": (),
 
 
 def isbi_metrics(prediction: np.ndarray, truth: np.ndarray, *,
-                 thresholds=DEFAULT_THRESHOLDS, metrics=ISBI_METRICS,
+                 thresholds=None, metrics=ISBI_METRICS,
                  boundary_prob: bool = False, kind: str | None = None) -> dict[str, float]:
-    """The ISBI 2012 metrics, each at its best threshold.
+    """The ISBI 2012 metrics, each at its best threshold (the first best of the sweep).
 
-    Definitions (truth segments T, thresholded prediction S_t = prediction > t):
+    Definitions (truth segments T, thresholded prediction S_t = prediction > t; counts of a
+    stack pooled over its slices as stated):
 
     * pixel_error = 1 - max_t F1(S_t, T > 0): F1 of cell-interior pixels, boundary pixels
-      included as negatives (the challenge's "maximal F-score of pixel similarity").
-    * rand_error = 1 - max_t V_rand(T, components(S_t)), the foreground-restricted Rand
-      F-score of `rand_info.rand_scores` (truth boundary excluded; predicted boundary pixels
-      are singletons; 4-connected components).
-    * warping_error = min_t |warp(T > 0 -> S_t) xor S_t| / pixels, `topology.warp_towards`:
-      simple-point warping with 4-connected foreground, 8-connected background;
-      `warping_splits` / `warping_mergers` count the split and merger clusters among the
-      remaining mismatches at the chosen threshold (`topology.splits_and_mergers`; mean per
-      slice for stacks).
-    * v_rand, v_info = max_t of the Rand / information F-scores of `rand_info` between T and
-      `rand_info.thin_boundaries(S_t)` (components grown by watershed until the boundaries
-      are one pixel wide); `_split` / `_merge` keys give the terms at the chosen threshold.
+      included as negatives (the challenge's "maximal F-score of pixel similarity"); the
+      pixel counts are pooled over a stack.
+    * rand_error = 1 - max_t F(T, components(S_t)): the foreground-restricted Rand F-score of
+      the pair counts `rand_info.rand_counts` (truth boundary excluded; predicted boundary
+      pixels are singletons; 4-connected components), pooled over a stack into one F-score.
+    * warping_error = min_t (split + merger pixels) / pixels: the truth is warped towards S_t
+      (`topology.warp_towards`, simple points of the 4/8 pair, visited in the reference's
+      order: largest |p - t| first) and each pixel still wrong is classified by the
+      reference's local test (`topology.classify_mismatches`, radius 20); only splits and
+      mergers count, as in the challenge's scripts. Over a stack: all such pixels over all
+      pixels. `warping_splits` / `warping_mergers` give the two pixel counts.
+    * v_rand, v_info = max_t of the per-slice mean of the Rand / information F-scores
+      between T and `rand_info.thin_boundaries(S_t)` (Soille-Vincent flooding, lines one
+      pixel wide); `_split` / `_merge` keys give the (mean) terms at the chosen threshold.
 
-    Args and conventions as in `isbi_curves`.
+    Args and conventions as in `isbi_curves`; `thresholds=None` uses the reference's sweeps.
 
     Returns:
         `<metric>` and `<metric>_threshold` (NaN for non-probability predictions) for each

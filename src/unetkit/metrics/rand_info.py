@@ -16,7 +16,10 @@ t_i = sum_j p_ij (truth marginals) and s_j = sum_i p_ij (proposal marginals):
 * V_rand = 2 sum p_ij^2 / (sum t_i^2 + sum s_j^2), the harmonic mean (alpha = 0.5);
 * information split I(S;T) / H(S) and merge I(S;T) / H(T) scores, and
   V_info = 2 I(S;T) / (H(S) + H(T)), with the entropies of the distributions above
-  (natural log; the base cancels). V_info is 1 when both are the same single segment.
+  (natural log; the base cancels). As in the reference, V_info is 0 when either side is a
+  single segment (see `info_scores`).
+* Stacks: `rand_counts` gives the pair counts (tp, fp, fn) that the reference sums over
+  slices for its stack Rand error; `f_score` turns counts into its F-score.
 
 The "adapted Rand error" of SNEMI3D and `skimage.metrics.adapted_rand_error` is 1 - V_rand,
 except that skimage counts unordered pairs of distinct pixels (each squared sum minus n) and
@@ -31,7 +34,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.segmentation import watershed
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +109,40 @@ def contingency(truth: np.ndarray, proposal: np.ndarray) -> Contingency:
     )
 
 
+def f_score(tp: float, fp: float, fn: float) -> float:
+    """F-score of counts as the reference computes it (Fiji's `ClassificationStatistics`).
+
+    Precision tp / (tp + fp) is 1 without false positives, recall tp / (tp + fn) is 1 without
+    false negatives, and F = 2 P R / (P + R), 0 when P + R = 0.
+    """
+    precision = 1.0 if fp == 0 else tp / (tp + fp)
+    recall = 1.0 if fn == 0 else tp / (tp + fn)
+    return 2.0 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+
+
+def rand_counts(truth: np.ndarray, proposal: np.ndarray) -> tuple[float, float, float]:
+    """Foreground-restricted pair counts (tp, fp, fn) with the N^2 normalisation.
+
+    Ordered pixel pairs of the truth's foreground, a pixel paired with itself included:
+    tp = pairs in one truth and one proposal segment, fp = pairs in one proposal segment but
+    two truth segments, fn = pairs in one truth segment but two proposal segments. A pixel
+    with proposal 0 is its own segment. Stacks of slices are pooled by summing these counts
+    over the slices (the reference's stack Rand error).
+
+    Args:
+        truth: (H, W) or (Z, H, W) truth labels, 0 = boundary (excluded).
+        proposal: same shape proposed labels, 0 = boundary (singletons).
+
+    Returns:
+        (tp, fp, fn) as floats; (0, 0, 0) when the truth has no foreground.
+    """
+    c = contingency(truth, proposal)
+    tp = float(np.sum(c.counts.astype(np.float64) ** 2)) + c.singletons
+    sum_t2 = float(np.sum(c.truth_sizes.astype(np.float64) ** 2))
+    sum_s2 = float(np.sum(c.proposal_sizes.astype(np.float64) ** 2)) + c.singletons
+    return tp, sum_s2 - tp, sum_t2 - tp
+
+
 def rand_scores(truth: np.ndarray, proposal: np.ndarray, *, self_pairs: bool = True) -> dict:
     """Foreground-restricted Rand F-score with its split and merge terms.
 
@@ -118,29 +154,27 @@ def rand_scores(truth: np.ndarray, proposal: np.ndarray, *, self_pairs: bool = T
             label 0 as one segment, as `skimage.metrics.adapted_rand_error` does.
 
     Returns:
-        {"v_rand", "split", "merge"}; NaN for all three when the truth has no foreground.
+        {"v_rand", "split", "merge"}: `f_score` of the pair counts, its recall ("split", 1 when
+        no true segment is split) and precision ("merge"); NaN for all three when the truth
+        has no foreground (the reference divides by zero there).
     """
     c = contingency(truth, proposal)
     if c.n == 0:
         logger.warning("rand_scores: ground truth has no foreground; scores are NaN")
         return {"v_rand": np.nan, "split": np.nan, "merge": np.nan}
-    sum_p2 = float(np.sum(c.counts.astype(np.float64) ** 2))
-    sum_t2 = float(np.sum(c.truth_sizes.astype(np.float64) ** 2))
-    sum_s2 = float(np.sum(c.proposal_sizes.astype(np.float64) ** 2))
     if self_pairs:
-        sum_p2 += c.singletons
-        sum_s2 += c.singletons
+        tp, fp, fn = rand_counts(truth, proposal)
     else:
         # label 0 is one more segment, and pairs (x, x) are dropped from every sum
         zero_rows = _zero_column(truth, proposal)
-        sum_p2 += float(np.sum(zero_rows.astype(np.float64) ** 2)) - c.n
-        sum_s2 += float(c.singletons) ** 2 - c.n
-        sum_t2 -= c.n
-    split = sum_p2 / sum_t2 if sum_t2 > 0 else 1.0
-    merge = sum_p2 / sum_s2 if sum_s2 > 0 else 1.0
-    denom = sum_t2 + sum_s2
-    v_rand = 2.0 * sum_p2 / denom if denom > 0 else 1.0
-    return {"v_rand": v_rand, "split": split, "merge": merge}
+        tp = float(np.sum(c.counts.astype(np.float64) ** 2)
+                   + np.sum(zero_rows.astype(np.float64) ** 2)) - c.n
+        sum_s2 = float(np.sum(c.proposal_sizes.astype(np.float64) ** 2)) + c.singletons ** 2
+        sum_t2 = float(np.sum(c.truth_sizes.astype(np.float64) ** 2))
+        fp, fn = sum_s2 - c.n - tp, sum_t2 - c.n - tp
+    merge = 1.0 if fp == 0 else tp / (tp + fp)
+    split = 1.0 if fn == 0 else tp / (tp + fn)
+    return {"v_rand": f_score(tp, fp, fn), "split": split, "merge": merge}
 
 
 def _zero_column(truth: np.ndarray, proposal: np.ndarray) -> np.ndarray:
@@ -158,13 +192,20 @@ def _plogp(x: np.ndarray) -> float:
 def info_scores(truth: np.ndarray, proposal: np.ndarray) -> dict:
     """Foreground-restricted information-theoretic F-score with its split and merge terms.
 
+    merge = I(S;T) / H(T) (the reference's "precision"), split = I(S;T) / H(S) ("recall"),
+    V_info = 2 merge split / (merge + split). Edge cases as the reference (Fiji's
+    `VariationOfInformation.foregroundRestrictedFscore`; the paper leaves them open): a truth
+    with one segment (H(T) = 0) has merge 0 and split 1; a proposal with one segment
+    (H(S) = 0) has merge 1 and split 0, applied last; so V_info is 0 when either side is one
+    segment (two single-segment images score 0), and NaN when I = 0 with both entropies > 0.
+
     Args:
         truth: (H, W) or (Z, H, W) truth labels, 0 = boundary (excluded).
         proposal: same shape proposed labels, 0 = boundary (each pixel its own segment).
 
     Returns:
-        {"v_info", "split", "merge", "h_truth", "h_proposal", "mutual_information"} where
-        split = I/H(S), merge = I/H(T); NaN scores when the truth has no foreground.
+        {"v_info", "split", "merge", "h_truth", "h_proposal", "mutual_information"};
+        NaN scores when the truth has no foreground.
     """
     c = contingency(truth, proposal)
     if c.n == 0:
@@ -177,13 +218,17 @@ def info_scores(truth: np.ndarray, proposal: np.ndarray) -> dict:
     h_t = -_plogp(c.truth_sizes / n)
     h_s = -_plogp(c.proposal_sizes / n) + single
     h_st = -_plogp(c.counts / n) + single
-    mi = max(h_t + h_s - h_st, 0.0)
-    denom = h_t + h_s
-    v_info = 2.0 * mi / denom if denom > 0 else 1.0
-    split = mi / h_s if h_s > 0 else 1.0
-    merge = mi / h_t if h_t > 0 else 1.0
-    return {"v_info": v_info, "split": split, "merge": merge, "h_truth": h_t,
-            "h_proposal": h_s, "mutual_information": mi}
+    mi = h_t + h_s - h_st
+    if h_t == 0:
+        merge, split = 0.0, 1.0
+    else:
+        merge, split = mi / h_t, (mi / h_s if h_s != 0 else np.nan)
+    if h_s == 0:
+        merge, split = 1.0, 0.0
+    total = merge + split
+    v_info = 2.0 * merge * split / total if total != 0 else np.nan
+    return {"v_info": float(v_info), "split": float(split), "merge": float(merge),
+            "h_truth": h_t, "h_proposal": h_s, "mutual_information": mi}
 
 
 def label_components(foreground: np.ndarray) -> np.ndarray:
@@ -267,7 +312,6 @@ def _flood_layer(layer, lab, pop, offsets, base) -> np.ndarray:
     lo = np.full(n, _UNSEEN, np.int64)
     hi = np.zeros(n, np.int64)
     same = []  # per direction: position in `layer` of an earlier same-layer neighbour, or -1
-    slot = {}
     for off in offsets:
         nb = layer + off
         lower = pop[nb] < base

@@ -185,8 +185,34 @@ def warp_towards(source: np.ndarray, target: np.ndarray,
             break
         rank[listed[flipped]] = np.iinfo(np.int64).max
         listed = listed[~flipped]
+        frozen = (_frozen(cur, listed, (h + 2, wp), offsets) if listed.size > 256
+                  else np.zeros(listed.size, bool))
+        rank[listed[frozen]] = np.iinfo(np.int64).max
+        listed = listed[~frozen]
     logger.debug("warp_towards: %d passes", passes)
     return cur.reshape(h + 2, wp)[1:-1, 1:-1].astype(bool)
+
+
+def _frozen(cur: np.ndarray, listed: np.ndarray, shape, offsets: np.ndarray) -> np.ndarray:
+    """(len(listed),) bool: listed pixels that can never flip again.
+
+    A listed pixel changes only by its own flip, and unlisted pixels never change. So a group
+    of listed pixels, 8-connected among themselves, none of which is simple now, stays as it
+    is for good: its first flip would need a neighbour to change first. Dropping such groups
+    from the list changes no outcome and keeps the later passes short.
+    """
+    mask = np.zeros(cur.size, bool)
+    mask[listed] = True
+    groups, n = ndi.label(mask.reshape(shape), structure=_EIGHT)
+    if n == 0:
+        return np.zeros(listed.size, bool)
+    code = np.zeros(listed.size, np.uint8)
+    for k, off in enumerate(offsets):
+        code |= cur[listed + off] << k
+    group = groups.ravel()[listed]
+    movable = np.zeros(n + 1, bool)
+    movable[group[simple_point_lut()[code]]] = True
+    return ~movable[group]
 
 
 def _one_pass(cur: np.ndarray, listed: np.ndarray, rank: np.ndarray,
