@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from unetkit.isbi import WARPING_THRESHOLDS, isbi_metrics, threshold_range
-from unetkit.partition import info_scores, thin_boundaries
-from unetkit.topology import (
+from unetkit.metrics.isbi import WARPING_THRESHOLDS, isbi_metrics, threshold_range
+from unetkit.metrics.rand_info import info_scores, thin_boundaries
+from unetkit.metrics.topology import (
     HOLE_DELETION,
     SPLIT,
     classify_mismatches,
