@@ -100,8 +100,9 @@ def test_unknown_label_values_name_file_and_value(folders):
     binary = replace(cfg, data=replace(cfg.data, label_kind="binary"))
     with pytest.raises(ValueError, match=r"s1.png: binary labels must be 0/1 or 0/255, found value 7"):
         prepare(pairs, binary, norm)
-    with pytest.raises(ValueError, match=r"s1.png: class value 255 out of range for num_classes=2"):
-        prepare(pairs, cfg, norm)  # auto: {0, 7, 255} is a class mask
+    with pytest.raises(ValueError, match=r"s1.png: values \[7\] in a dataset of 0/255 masks .*"
+                       r"--set data.label_kind="):
+        prepare(pairs, cfg, norm)  # auto: one stray value among 0/255 masks is refused
 
 
 def test_prepare_targets_and_normalisation(folders):

@@ -53,9 +53,18 @@ def test_detect_kind_rules():
     assert detect_kind(touching_grid()) == "instances"
     classes = np.zeros((10, 10), np.uint8)
     classes[0:2, :] = 1
-    classes[5:7, :] = 1  # class 1 in two separate regions -> not instances
-    classes[8:, :] = 2
+    classes[5:7, :] = 1  # every class in separate regions -> not instances
+    classes[8:, :5] = 2
+    classes[3, 2:8] = 2
     assert detect_kind(classes) == "classes"
+    classes[3, 2:8] = 0  # class 2 one blob, class 1 two: half the evidence each way
+    with pytest.raises(ValueError, match=r"labels: value 1 forms several separate blobs.*"
+                       r"--set data.label_kind="):
+        detect_kind(classes)
+    # with a model of three classes the values fit: classes, even one blob per class
+    classes[5:7, :] = 0
+    assert detect_kind(classes, num_classes=3) == "classes"
+    assert detect_kind(classes) == "instances"
     many = np.arange(100).reshape(10, 10) % 20  # fragmented but too many values for classes
     assert detect_kind(many) == "instances"
 
@@ -67,6 +76,7 @@ def test_detect_kind_respects_ignore_value():
     assert detect_kind(labels, ignore_value=255) == "binary"  # {0, 1} once 255 is ignored
     labels[0, 7] = 2
     labels[7, 0] = 2
+    labels[1:3, 4] = 1  # both values now in separate blobs
     assert detect_kind(labels, ignore_value=255) == "classes"
 
 
@@ -289,3 +299,16 @@ def test_weight_map_rejects_bad_parameters():
         weight_map(labels, w0=-2.0)
     with pytest.raises(ValueError, match="shape"):
         weight_map(labels, target=np.zeros((3, 3), int))
+
+
+def test_diagonal_one_pixel_membrane_separates_two_objects():
+    # cells on both sides of a diagonal membrane touch only at corners: two objects under
+    # 4-connectivity (as the metrics count them), so the membrane gets its Eq. 2 border term
+    labels = np.full((9, 9), 255, np.uint8)
+    np.fill_diagonal(labels, 0)
+    t = build_targets(labels, kind="binary", w0=10.0, sigma=5.0)
+    assert t.objects.max() == 2
+    # w_c of the membrane: 81 / (2 * 9) = 4.5; d1 = d2 = 1 on every membrane pixel
+    expected = 4.5 + 10.0 * math.exp(-((1 + 1) ** 2) / (2 * 5.0**2))  # 13.73
+    assert np.allclose(t.weights[np.eye(9, dtype=bool)], expected)
+    assert np.allclose(weight_map(labels, kind="binary")[np.eye(9, dtype=bool)], expected)

@@ -38,6 +38,7 @@ from .augment import augment_tile
 from ..config import AugmentConfig, Config
 from ..io.images import image_files, iter_images
 from .normalize import Normalization, image_stats
+from .label_kinds import canonical_kind, decide_kind
 from .targets import build_targets
 
 __all__ = [
@@ -238,16 +239,24 @@ def _normalised(pair: Pair, norm: Normalization) -> np.ndarray:
 def prepare(pairs: Sequence[Pair], cfg: Config, norm: Normalization) -> list[Prepared]:
     """Targets, weights and normalised images for every pair (the in-memory cache).
 
-    Label values are checked against the label kind (``cfg.data.label_kind``; ``auto`` detects
-    it per image) and ``cfg.model.num_classes``; errors name the label file and the value.
+    Label values are checked against the label kind (``cfg.data.label_kind``; ``auto`` is
+    decided once from all the labels and the configuration, :func:`label_kinds.decide_kind`,
+    and logged) and ``cfg.model.num_classes``; errors name the label file and the value.
     """
+    kind = canonical_kind(cfg.data.label_kind)
+    if kind == "auto":
+        decision = decide_kind(((p.label_source, p.labels) for p in pairs),
+                               num_classes=cfg.model.num_classes,
+                               ignore_value=cfg.data.ignore_value)
+        kind = decision.kind
+        log.info("label kind: %s (data.label_kind=auto: %s; override with --set "
+                 "data.label_kind=...)", kind, decision.reason)
     out = []
-    kinds: dict[str, str] = {}
     for p in pairs:
         try:
             t = build_targets(
                 p.labels,
-                kind=cfg.data.label_kind,
+                kind=kind,
                 ignore_value=cfg.data.ignore_value,
                 num_classes=cfg.model.num_classes,
                 w0=cfg.weights.w0,
@@ -263,13 +272,9 @@ def prepare(pairs: Sequence[Pair], cfg: Config, norm: Normalization) -> list[Pre
                 f"{p.label_source}: class {top} out of range for model.num_classes="
                 f"{cfg.model.num_classes}"
             )
-        kinds.setdefault(t.kind, p.label_source)
         ignore = t.ignore if t.ignore.any() else None
         out.append(Prepared(p.name, _normalised(p, norm), t.target, t.weights, ignore, t.kind,
                             p.image_source))
-    if len(kinds) > 1:
-        log.warning("labels were read as different kinds: %s; set data.label_kind to choose one",
-                    ", ".join(f"{k} (e.g. {src})" for k, src in kinds.items()))
     return out
 
 

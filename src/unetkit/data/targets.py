@@ -12,13 +12,18 @@ Everything here is numpy / scipy / scikit-image; no torch. All arrays are 2-D ``
 Label kinds (``kind=``):
 
 * ``"binary"``: values in {0, 1} or in {0, 255} (or bool). Nonzero is the object class 1.
-  Objects (for the weight map) are the 8-connected components of the foreground.
+  Objects (for the weight map) are the 4-connected components of the foreground.
 * ``"instances"``: each object has its own positive integer, 0 is background (``"instance"``, the
   name used before, is accepted too). The target is
   object (1) / background (0) with separation borders where different objects touch.
-* ``"classes"``: a class index per pixel, 0 is background. Objects are the 8-connected
+* ``"classes"``: a class index per pixel, 0 is background. Objects are the 4-connected
   components of each nonzero class; no separation borders (different classes stay distinct).
-* ``"auto"``: the rule in :func:`detect_kind`.
+* ``"auto"``: the rule of :mod:`unetkit.data.label_kinds` (training decides it once for the
+  whole dataset; :func:`build_targets` alone sees one image).
+
+Objects are 4-connected everywhere, as in the metrics (``unetkit.metrics``): the cells on
+both sides of a diagonal one-pixel membrane are two objects, and the membrane gets its Eq. 2
+border weight.
 
 An ``ignore_value`` (e.g. 255 in a multi-class mask) is removed from the labels first and carried
 as a separate boolean ignore mask; ignored pixels get target 0 and weight 0.
@@ -34,26 +39,31 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .label_kinds import (
+    KIND_ALIASES,
+    KINDS,
+    MAX_AUTO_CLASSES,
+    as_int_labels,
+    canonical_kind,
+    check_2d,
+    detect_kind,
+    is_binary_values,
+    split_ignore,
+)
+
+__all__ = [
+    "CUTOFF_SIGMAS", "KINDS", "KIND_ALIASES", "MAX_AUTO_CLASSES", "Targets", "build_targets",
+    "canonical_kind", "class_weight_map", "detect_kind", "instances_to_target",
+    "nearest_two_distances", "weight_map",
+]
+
 logger = logging.getLogger(__name__)
-
-KINDS = ("binary", "instances", "classes", "auto")
-#: Older spellings still accepted as ``kind=`` and as ``data.label_kind`` (one vocabulary inside).
-KIND_ALIASES = {"instance": "instances"}
-
-
-def canonical_kind(kind: str) -> str:
-    """``kind`` in the package's one vocabulary (:data:`KINDS`); older spellings mapped."""
-    return KIND_ALIASES.get(kind, kind)
-
-#: ``auto`` calls a label image with more distinct nonzero values than this "instances" even when
-#: an object is split into several pieces (e.g. by a crop); class masks rarely have more classes.
-MAX_AUTO_CLASSES = 16
 
 #: The border term is dropped beyond distance R = CUTOFF_SIGMAS * sigma from an object. Where it
 #: is dropped d1 + d2 > R, so the term is below w0 * exp(-R^2 / (2 sigma^2)) = 1e-6 * w0.
 CUTOFF_SIGMAS = math.sqrt(2.0 * math.log(1e6))  # = 5.26
 
-_EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity structuring element
+_FOUR = ndimage.generate_binary_structure(2, 1)  # objects are 4-connected (as the metrics)
 
 
 @dataclass(frozen=True)
@@ -72,70 +82,6 @@ class Targets:
     kind: str
 
 
-def _check_2d(labels: np.ndarray, name: str = "labels") -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (H, W), got shape {labels.shape}")
-    return labels
-
-
-def _as_int_labels(labels: np.ndarray) -> np.ndarray:
-    """Validate non-negative integer values (integer-valued floats accepted) -> int64."""
-    if labels.dtype == bool:
-        return labels.astype(np.int64)
-    if labels.dtype.kind == "f":
-        bad = labels[~np.isfinite(labels) | (labels != np.round(labels))]
-        if bad.size:
-            raise ValueError(f"labels must be integers, found value {bad.flat[0]!r}")
-    elif labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be an integer or bool array, got dtype {labels.dtype}")
-    out = labels.astype(np.int64)
-    if out.size and out.min() < 0:
-        raise ValueError(f"labels must be >= 0, found value {out.min()}")
-    return out
-
-
-def _split_ignore(labels: np.ndarray, ignore_value: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W) raw labels -> (int64 labels with ignored pixels set to 0, bool ignore mask)."""
-    labels = _check_2d(labels)
-    ignore = np.zeros(labels.shape, bool) if ignore_value is None else labels == ignore_value
-    clean = _as_int_labels(np.where(ignore, 0, labels))
-    return clean, ignore
-
-
-def _is_binary(values: np.ndarray) -> bool:
-    return set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}
-
-
-def _each_value_one_component(labels: np.ndarray) -> bool:
-    """True if every nonzero value forms a single 8-connected component."""
-    for value, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
-        _, count = ndimage.label(labels[box] == value, structure=_EIGHT)
-        if count != 1:
-            return False
-    return True
-
-
-def detect_kind(labels: np.ndarray, ignore_value: int | None = None) -> str:
-    """Guess the label kind of an ``(H, W)`` label image (ignored pixels left out).
-
-    Rule, in order: (1) all values in {0, 1} or all in {0, 255} (or bool) -> ``"binary"``;
-    (2) more than :data:`MAX_AUTO_CLASSES` distinct nonzero values -> ``"instances"``;
-    (3) every nonzero value is one 8-connected region -> ``"instances"``; (4) else ``"classes"``.
-    The guess can be wrong (a class mask with one blob per class looks like instances); pass
-    ``kind=`` explicitly when it matters. Negative or non-integer values raise ``ValueError``.
-    """
-    clean, _ = _split_ignore(labels, ignore_value)
-    values = np.unique(clean)
-    if _is_binary(values):
-        return "binary"
-    if np.count_nonzero(values) > MAX_AUTO_CLASSES:
-        return "instances"
-    return "instances" if _each_value_one_component(clean) else "classes"
-
-
 def instances_to_target(
     labels: np.ndarray, classes: np.ndarray | None = None, *, connectivity: int = 2
 ) -> np.ndarray:
@@ -146,7 +92,9 @@ def instances_to_target(
     sides of a contact are cleared, so the border is 2 px wide, symmetric and independent of the
     id numbering. Afterwards no pixel of one object neighbours a pixel of another, so touching
     objects fall into different connected components (objects thinner than ~3 px may lose
-    pixels or split). Contacts with background or the image edge are untouched.
+    pixels or split). Contacts with background or the image edge are untouched. The border looks
+    at the 8-neighbourhood by default (a gap also across diagonal contacts, the paper's Fig. 3c);
+    which pixels form one object is a 4-connected matter, as everywhere in the package.
 
     Args:
         labels: ``(H, W)`` non-negative integer instance ids, 0 = background.
@@ -157,7 +105,7 @@ def instances_to_target(
     Returns:
         ``(H, W)`` int64: 0 background/borders, else 1 (or ``classes`` at that pixel).
     """
-    labels = _as_int_labels(_check_2d(labels))
+    labels = as_int_labels(check_2d(labels))
     if connectivity not in (1, 2):
         raise ValueError(f"connectivity must be 1 or 2, got {connectivity!r}")
     h, w = labels.shape
@@ -172,7 +120,7 @@ def instances_to_target(
     foreground = (labels != 0) & ~border
     if classes is None:
         return foreground.astype(np.int64)
-    classes = _as_int_labels(_check_2d(classes, "classes"))
+    classes = as_int_labels(check_2d(classes, "classes"))
     if classes.shape != labels.shape:
         raise ValueError(f"classes shape {classes.shape} != labels shape {labels.shape}")
     return np.where(foreground, classes, 0)
@@ -193,7 +141,7 @@ def class_weight_map(
     loss. ``None`` or ``"none"``: 1 everywhere.
     A sequence (index = class) or mapping class -> weight: fixed weights. Ignored pixels: 0.
     """
-    target = _as_int_labels(_check_2d(target, "target"))
+    target = as_int_labels(check_2d(target, "target"))
     valid = np.ones(target.shape, bool) if ignore is None else ~np.asarray(ignore, bool)
     if class_weights is None or class_weights == "none":
         table = np.ones(int(target.max(initial=0)) + 1)
@@ -242,7 +190,7 @@ def nearest_two_distances(
     Returns:
         ``(d1, d2)``, each ``(H, W)`` float64, ``inf`` where fewer objects are within reach.
     """
-    objects = _as_int_labels(_check_2d(objects, "objects"))
+    objects = as_int_labels(check_2d(objects, "objects"))
     h, w = objects.shape
     d1 = np.full((h, w), np.inf)
     d2 = np.full((h, w), np.inf)
@@ -278,9 +226,10 @@ def weight_map(
     ``(H, W)`` instance labels (or a binary mask) -> ``(H, W)`` float32 weights.
 
     * ``kind``: ``"instances"`` (ids), ``"binary"`` (0/1 or 0/255 mask: the objects are its
-      8-connected components, e.g. the cells between ISBI membranes) or ``"auto"`` (binary if
+      4-connected components, e.g. the cells between ISBI membranes) or ``"auto"`` (binary if
       the values are 0/1 or 0/255, else instance). Multi-class masks: :func:`build_targets`.
-    * ``target`` defaults to :func:`instances_to_target` of ``labels`` (separation borders).
+    * ``target`` defaults to :func:`instances_to_target` of ``labels`` (separation borders);
+      for a binary mask, to the mask itself (as :func:`build_targets` builds it).
     * w_c: :func:`class_weight_map` of the target (``"balanced"``: N / (K * N_c)).
     * Objects are the instance ids of ``labels`` restricted to the target's foreground, so
       distances are measured to the object pixels the network is trained to predict; d1 / d2
@@ -291,20 +240,22 @@ def weight_map(
       beyond 5.26 sigma from an object (there it is below 1e-6 * w0).
     * Ignored pixels get weight 0.
     """
-    labels = _as_int_labels(_check_2d(labels))
+    labels = as_int_labels(check_2d(labels))
     kind = canonical_kind(kind)
     if kind not in ("auto", "instances", "binary"):
         raise ValueError(f"kind must be 'auto', 'instances' or 'binary', got {kind!r}")
-    if kind == "binary" or (kind == "auto" and _is_binary(np.unique(labels))):
+    if kind == "binary" or (kind == "auto" and is_binary_values(np.unique(labels))):
         values = np.unique(labels)
-        if not _is_binary(values):
+        if not is_binary_values(values):
             raise ValueError(f"binary labels must be 0/1 or 0/255, found value {values[-1]}")
-        labels, _ = ndimage.label(labels > 0, structure=_EIGHT)
+        if target is None:  # a mask is its own target (as in build_targets): no extra borders
+            target = (labels > 0).astype(np.int64)
+        labels, _ = ndimage.label(labels > 0, structure=_FOUR)
     if not w0 >= 0:
         raise ValueError(f"w0 must be >= 0, got {w0!r}")
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma!r}")
-    target = instances_to_target(labels) if target is None else _as_int_labels(_check_2d(target))
+    target = instances_to_target(labels) if target is None else as_int_labels(check_2d(target))
     if target.shape != labels.shape:
         raise ValueError(f"target shape {target.shape} != labels shape {labels.shape}")
     ignore = np.zeros(labels.shape, bool) if ignore is None else np.asarray(ignore, bool)
@@ -318,13 +269,13 @@ def weight_map(
 
 
 def _components_per_class(classes: np.ndarray) -> np.ndarray:
-    """(H, W) class map -> (H, W) int32 ids of the 8-connected components of each class > 0."""
+    """(H, W) class map -> (H, W) int32 ids of the 4-connected components of each class > 0."""
     objects = np.zeros(classes.shape, dtype=np.int32)
     next_id = 0
     for cls in np.unique(classes):
         if cls == 0:
             continue
-        comp, count = ndimage.label(classes == cls, structure=_EIGHT)
+        comp, count = ndimage.label(classes == cls, structure=_FOUR)
         objects[comp > 0] = comp[comp > 0] + next_id
         next_id += count
     return objects
@@ -345,22 +296,24 @@ def build_targets(
 
     ``kind`` selects the label interpretation (see the module docstring); illegal values for
     that kind raise ``ValueError`` naming the value. ``num_classes`` (optional) bounds the
-    class indices of a ``"classes"`` mask.
+    class indices of a ``"classes"`` mask and is evidence for ``"auto"``, which here sees
+    this one image only (:func:`unetkit.data.label_kinds.detect_kind`; it raises when the
+    image is ambiguous). Training decides ``auto`` once for the whole dataset instead.
     """
     kind = canonical_kind(kind)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    clean, ignore = _split_ignore(labels, ignore_value)
+    clean, ignore = split_ignore(labels, ignore_value)
     if kind == "auto":
-        kind = detect_kind(labels, ignore_value)
+        kind = detect_kind(labels, ignore_value, num_classes)
         logger.debug("detected label kind %r", kind)
     if kind == "binary":
         values = np.unique(clean)
-        if not _is_binary(values):
+        if not is_binary_values(values):
             bad = [v for v in values.tolist() if v not in (0, 1, 255)] or [1]
             raise ValueError(f"binary labels must be 0/1 or 0/255, found value {bad[0]}")
         target = (clean > 0).astype(np.int64)
-        objects, _ = ndimage.label(target, structure=_EIGHT)
+        objects, _ = ndimage.label(target, structure=_FOUR)
     elif kind == "instances":
         target = instances_to_target(clean)
         objects = clean
