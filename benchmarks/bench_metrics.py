@@ -1,10 +1,16 @@
-"""Benchmark: the ISBI 2012 metrics on all 30 training slices at 11 thresholds.
+"""Benchmark: the ISBI 2012 metrics on all 30 training slices at the challenge's thresholds,
+and the growth of the warping error's time with image size.
 
 The prediction is a plausible fake probability map (deterministic, seed 0): the truth's cell
 mask blurred (sigma 2 px), squeezed to [0.1, 0.9], plus blurred Gaussian noise, clipped to
-[0, 1]. Prints the time of each metric alone, of all five together (thinning shared), and
-the time of `skimage.metrics.adapted_rand_error` on the same thresholded components as a
-reference ratio for the Rand error.
+[0, 1]. Prints the time of each metric alone (the reference's sweeps: 11 thresholds 0..1, the
+warping error 10 thresholds 0..0.9), of all five together (thinning shared), and the time of
+`skimage.metrics.adapted_rand_error` on the same thresholded components as a reference ratio
+for the Rand error.
+
+Then a grid-split case at 256^2, 512^2 and 1024^2: cells of 31 x 31 px between one-pixel
+membranes, the prediction cuts every cell in four (many split residues). The warping error
+is linear in the pixel count when the time per pixel stays flat from size to size.
 
 Usage: python benchmarks/bench_metrics.py [--data /work/shared/data/isbi2012]
 """
@@ -12,6 +18,7 @@ Usage: python benchmarks/bench_metrics.py [--data /work/shared/data/isbi2012]
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from pathlib import Path
 
@@ -20,8 +27,9 @@ from PIL import Image
 from scipy import ndimage as ndi
 from skimage.metrics import adapted_rand_error
 
-from unetkit.metrics.isbi import DEFAULT_THRESHOLDS, ISBI_METRICS, isbi_metrics
+from unetkit.metrics.isbi import DEFAULT_THRESHOLDS, ISBI_METRICS, WARPING_THRESHOLDS, isbi_metrics
 from unetkit.metrics.rand_info import label_components
+from unetkit.metrics.topology import splits_and_mergers
 
 
 def load_truth(root: Path) -> np.ndarray:
@@ -57,6 +65,28 @@ def skimage_rand_reference(prob, truth, thresholds) -> float:
     return 1 - max(scores)
 
 
+def grid_split(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(size, size) truth cells of 31 x 31 px and a prediction that cuts each in four."""
+    truth = np.ones((size, size), bool)
+    truth[::32, :] = truth[:, ::32] = False
+    pred = truth.copy()
+    pred[16::32, :] = pred[:, 16::32] = False
+    return truth, pred
+
+
+def warping_growth(sizes=(256, 512, 1024)) -> None:
+    print("warping error, grid-split case (one threshold):")
+    per_pixel = []
+    for size in sizes:
+        truth, pred = grid_split(size)
+        counts, seconds = timed(lambda t=truth, p=pred: splits_and_mergers(t, p))
+        per_pixel.append(seconds / size**2)
+        print(f"  {size:5d}^2  {seconds:7.3f} s  {counts['splits']:6d} split px  "
+              f"{per_pixel[-1] * 1e9:7.1f} ns per pixel")
+    ratios = ", ".join(f"{b / a:.2f}" for a, b in itertools.pairwise(per_pixel))
+    print(f"  time per pixel, each size over the previous: {ratios} (1.0 = linear)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
@@ -64,25 +94,26 @@ def main() -> None:
     args = parser.parse_args()
     truth = load_truth(args.data)
     prob = fake_probabilities(truth)
-    th = DEFAULT_THRESHOLDS
-    print(f"{truth.shape[0]} slices of {truth.shape[1]}x{truth.shape[2]}, "
-          f"{len(th)} thresholds {th[0]}..{th[-1]}")
+    print(f"{truth.shape[0]} slices of {truth.shape[1]}x{truth.shape[2]}; thresholds "
+          f"{len(DEFAULT_THRESHOLDS)} ({DEFAULT_THRESHOLDS[0]}..{DEFAULT_THRESHOLDS[-1]}), "
+          f"warping {len(WARPING_THRESHOLDS)} ({WARPING_THRESHOLDS[0]}..{WARPING_THRESHOLDS[-1]})")
     alone = {}
     for name in ISBI_METRICS:
-        result, seconds = timed(lambda n=name: isbi_metrics(prob, truth, thresholds=th,
-                                                            metrics=(n,)))
+        result, seconds = timed(lambda n=name: isbi_metrics(prob, truth, metrics=(n,)))
         alone[name] = seconds
+        n_th = len(WARPING_THRESHOLDS if name == "warping_error" else DEFAULT_THRESHOLDS)
         print(f"  {name:14s} {result[name]:.6f} at t={result[name + '_threshold']:.1f}"
-              f"   {seconds:6.2f} s  ({seconds / (truth.shape[0] * len(th)) * 1e3:.1f} ms"
+              f"   {seconds:6.2f} s  ({seconds / (truth.shape[0] * n_th) * 1e3:.1f} ms"
               " per slice and threshold)")
-    everything, total = timed(lambda: isbi_metrics(prob, truth, thresholds=th))
+    everything, total = timed(lambda: isbi_metrics(prob, truth))
     print(f"all five together: {total:.2f} s (sum of separate runs {sum(alone.values()):.2f} s)")
-    ref, ref_s = timed(lambda: skimage_rand_reference(prob, truth, th))
-    print(f"reference skimage adapted_rand_error (pairs of distinct pixels, label 0 one "
-          f"segment): {ref:.6f} in {ref_s:.2f} s; ours/skimage time ratio "
+    ref, ref_s = timed(lambda: skimage_rand_reference(prob, truth, DEFAULT_THRESHOLDS))
+    print(f"reference skimage adapted_rand_error (mean over slices, pairs of distinct pixels, "
+          f"label 0 one segment): {ref:.6f} in {ref_s:.2f} s; ours/skimage time ratio "
           f"{alone['rand_error'] / ref_s:.2f}")
     assert abs(everything["rand_error"] - isbi_metrics(
         prob, truth, metrics=("rand_error",))["rand_error"]) < 1e-12
+    warping_growth()
 
 
 if __name__ == "__main__":
