@@ -181,11 +181,12 @@ def _score_one(truth_fg, truth_seg, binary, segments, priority, wanted) -> dict[
                                                                               segments)
     if "v_rand" in wanted or "v_info" in wanted:
         thin = rand_info.thin_boundaries(binary, markers=segments)
+        table = rand_info.contingency(truth_seg, thin)  # shared by both scores
         if "v_rand" in wanted:
-            r = rand_info.rand_scores(truth_seg, thin)
+            r = rand_info.rand_scores(truth_seg, thin, table=table)
             out.update(v_rand=r["v_rand"], v_rand_split=r["split"], v_rand_merge=r["merge"])
         if "v_info" in wanted:
-            i = rand_info.info_scores(truth_seg, thin)
+            i = rand_info.info_scores(truth_seg, thin, table=table)
             out.update(v_info=i["v_info"], v_info_split=i["split"], v_info_merge=i["merge"])
     if "warping_error" in wanted:
         w = topology.splits_and_mergers(truth_fg, binary, priority=priority)

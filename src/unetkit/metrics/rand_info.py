@@ -120,7 +120,8 @@ def f_score(tp: float, fp: float, fn: float) -> float:
     return 2.0 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
-def rand_counts(truth: np.ndarray, proposal: np.ndarray) -> tuple[float, float, float]:
+def rand_counts(truth: np.ndarray, proposal: np.ndarray, *,
+                table: Contingency | None = None) -> tuple[float, float, float]:
     """Foreground-restricted pair counts (tp, fp, fn) with the N^2 normalisation.
 
     Ordered pixel pairs of the truth's foreground, a pixel paired with itself included:
@@ -133,17 +134,20 @@ def rand_counts(truth: np.ndarray, proposal: np.ndarray) -> tuple[float, float, 
         truth: (H, W) or (Z, H, W) truth labels, 0 = boundary (excluded).
         proposal: same shape proposed labels, 0 = boundary (singletons).
 
+        table: their `contingency`, if already computed.
+
     Returns:
         (tp, fp, fn) as floats; (0, 0, 0) when the truth has no foreground.
     """
-    c = contingency(truth, proposal)
+    c = contingency(truth, proposal) if table is None else table
     tp = float(np.sum(c.counts.astype(np.float64) ** 2)) + c.singletons
     sum_t2 = float(np.sum(c.truth_sizes.astype(np.float64) ** 2))
     sum_s2 = float(np.sum(c.proposal_sizes.astype(np.float64) ** 2)) + c.singletons
     return tp, sum_s2 - tp, sum_t2 - tp
 
 
-def rand_scores(truth: np.ndarray, proposal: np.ndarray, *, self_pairs: bool = True) -> dict:
+def rand_scores(truth: np.ndarray, proposal: np.ndarray, *, self_pairs: bool = True,
+                table: Contingency | None = None) -> dict:
     """Foreground-restricted Rand F-score with its split and merge terms.
 
     Args:
@@ -152,18 +156,19 @@ def rand_scores(truth: np.ndarray, proposal: np.ndarray, *, self_pairs: bool = T
         self_pairs: True (default, the challenge's N^2 normalisation) counts ordered pairs
             including a pixel with itself; False counts pairs of distinct pixels and treats
             label 0 as one segment, as `skimage.metrics.adapted_rand_error` does.
+        table: their `contingency`, if already computed.
 
     Returns:
         {"v_rand", "split", "merge"}: `f_score` of the pair counts, its recall ("split", 1 when
         no true segment is split) and precision ("merge"); NaN for all three when the truth
         has no foreground (the reference divides by zero there).
     """
-    c = contingency(truth, proposal)
+    c = contingency(truth, proposal) if table is None else table
     if c.n == 0:
         logger.warning("rand_scores: ground truth has no foreground; scores are NaN")
         return {"v_rand": np.nan, "split": np.nan, "merge": np.nan}
     if self_pairs:
-        tp, fp, fn = rand_counts(truth, proposal)
+        tp, fp, fn = rand_counts(truth, proposal, table=c)
     else:
         # label 0 is one more segment, and pairs (x, x) are dropped from every sum
         zero_rows = _zero_column(truth, proposal)
@@ -189,7 +194,8 @@ def _plogp(x: np.ndarray) -> float:
     return float(np.sum(x * np.log(x)))
 
 
-def info_scores(truth: np.ndarray, proposal: np.ndarray) -> dict:
+def info_scores(truth: np.ndarray, proposal: np.ndarray, *,
+                table: Contingency | None = None) -> dict:
     """Foreground-restricted information-theoretic F-score with its split and merge terms.
 
     merge = I(S;T) / H(T) (the reference's "precision"), split = I(S;T) / H(S) ("recall"),
@@ -202,12 +208,13 @@ def info_scores(truth: np.ndarray, proposal: np.ndarray) -> dict:
     Args:
         truth: (H, W) or (Z, H, W) truth labels, 0 = boundary (excluded).
         proposal: same shape proposed labels, 0 = boundary (each pixel its own segment).
+        table: their `contingency`, if already computed.
 
     Returns:
         {"v_info", "split", "merge", "h_truth", "h_proposal", "mutual_information"};
         NaN scores when the truth has no foreground.
     """
-    c = contingency(truth, proposal)
+    c = contingency(truth, proposal) if table is None else table
     if c.n == 0:
         logger.warning("info_scores: ground truth has no foreground; scores are NaN")
         nan = np.nan
@@ -256,9 +263,9 @@ def thin_boundaries(foreground: np.ndarray, markers: np.ndarray | None = None) -
     not state, kept here: that visiting order (it places the lines on ties), and a map with no
     foreground at all is one segment (the flooding of a flat image is one basin).
 
-    Computed layer by layer (the breadth-first distance from the basins) in numpy; only the
-    pixels of a layer whose label depends on a neighbour of the same layer are resolved one at
-    a time, in the flooding's order.
+    Computed layer by layer (the breadth-first distance from the basins) in numpy; the pixels
+    of a layer whose label depends on a neighbour of the same layer are resolved in rounds
+    that follow the flooding's order (checked against a one-pixel-at-a-time flooding).
 
     Args:
         foreground: (H, W) bool, True = segment interior.
@@ -293,11 +300,12 @@ def thin_boundaries(foreground: np.ndarray, markers: np.ndarray | None = None) -
     y, x = np.divmod(layer, wp)
     layer = layer[np.lexsort((y, x))]  # column-major
     base = 0
+    scratch = np.empty(hp * wp, np.int64)
     while layer.size:
         pop[layer] = base + np.arange(layer.size)
         lab[layer] = _flood_layer(layer, lab, pop, offsets, base)
         base += layer.size
-        layer = _next_layer(layer, pop, inside, offsets)
+        layer = _next_layer(layer, pop, inside, offsets, scratch)
     out = lab.reshape(hp, wp)[1:-1, 1:-1]
     left = out < 0  # boundary never reached (cannot happen with basins; kept for safety)
     if left.any():
@@ -307,20 +315,27 @@ def thin_boundaries(foreground: np.ndarray, markers: np.ndarray | None = None) -
 
 
 def _flood_layer(layer, lab, pop, offsets, base) -> np.ndarray:
-    """Labels of one breadth-first layer (flat indices in flooding order)."""
+    """Labels of one breadth-first layer (flat indices in flooding order).
+
+    A pixel takes the one positive label among its neighbours flooded before it (lower layers,
+    and pixels of this layer earlier in the order), else 0. The lower layers give a tentative
+    label; the few pixels whose label may change through an earlier pixel of the same layer
+    are resolved in rounds, each round taking those whose earlier such neighbours are done
+    (the one-at-a-time order, vectorised).
+    """
     n = layer.size
     lo = np.full(n, _UNSEEN, np.int64)
     hi = np.zeros(n, np.int64)
     same = []  # per direction: position in `layer` of an earlier same-layer neighbour, or -1
     for off in offsets:
         nb = layer + off
-        lower = pop[nb] < base
-        v = np.where(lower, lab[nb], 0)
+        nb_pop = pop[nb]
+        v = np.where(nb_pop < base, lab[nb], 0)
         pos = v > 0
         lo[pos] = np.minimum(lo[pos], v[pos])
         hi = np.maximum(hi, v)
-        earlier = (pop[nb] >= base) & (pop[nb] < pop[layer])
-        same.append(np.where(earlier, pop[nb] - base, -1))
+        earlier = (nb_pop >= base) & (nb_pop < pop[layer])
+        same.append(np.where(earlier, nb_pop - base, -1))
     # tentative label from the lower layers: one label -> it, two -> line (final), none -> 0
     single = (hi > 0) & (lo == hi)
     conflict = (hi > 0) & (lo != hi)
@@ -329,42 +344,48 @@ def _flood_layer(layer, lab, pop, offsets, base) -> np.ndarray:
     # pixels whose label may depend on an earlier neighbour of the same layer
     unsure = np.zeros(n, bool)
     for s in same:
-        has = s >= 0
-        q = np.where(has, s, 0)
-        unsure |= has & ~conflict & single[q] & (none | (tent[q] != tent))
+        q = np.maximum(s, 0)
+        unsure |= (s >= 0) & ~conflict & single[q] & (none | (tent[q] != tent))
     while True:
         grow = unsure.copy()
         for s in same:
-            has = s >= 0
-            q = np.where(has, s, 0)
-            grow |= has & ~conflict & unsure[q] & none[q]
+            q = np.maximum(s, 0)
+            grow |= (s >= 0) & ~conflict & unsure[q] & none[q]
         if np.array_equal(grow, unsure):
             break
         unsure = grow
-    out = tent.copy()
-    if unsure.any():
-        lab[layer] = out  # earlier same-layer neighbours read their labels from here
-        for i in np.flatnonzero(unsure):  # in flooding order
-            p = int(layer[i])
-            found = 0
-            for off in offsets:
-                q = p + int(off)
-                if pop[q] < pop[p]:
-                    v = int(lab[q])
-                    if v > 0:
-                        if found == 0:
-                            found = v
-                        elif v != found:
-                            found = -1
-                            break
-            label = found if found > 0 else 0
-            lab[p] = label
-            out[i] = label
+    out = tent
+    todo = np.flatnonzero(unsure)
+    if todo.size == 0:
+        return out
+    pending = unsure.copy()
+    earlier = [s[todo] for s in same]  # (m,) per direction
+    while todo.size:
+        blocked = np.zeros(todo.size, bool)
+        for q in earlier:
+            blocked |= (q >= 0) & pending[np.maximum(q, 0)]
+        go = ~blocked
+        ready = todo[go]
+        r_lo, r_hi = lo[ready], hi[ready]
+        for q in earlier:
+            q = q[go]
+            v = np.where(q >= 0, out[np.maximum(q, 0)], 0)
+            pos = v > 0
+            r_lo[pos] = np.minimum(r_lo[pos], v[pos])
+            r_hi = np.maximum(r_hi, v)
+        out[ready] = np.where((r_hi > 0) & (r_lo == r_hi), r_hi, 0)
+        pending[ready] = False
+        todo = todo[blocked]
+        earlier = [q[blocked] for q in earlier]
     return out
 
 
-def _next_layer(layer, pop, inside, offsets) -> np.ndarray:
-    """Pixels reached from `layer`, in the order the flooding queues them."""
+def _next_layer(layer, pop, inside, offsets, scratch) -> np.ndarray:
+    """Pixels reached from `layer`, in the order the flooding queues them.
+
+    A pixel is queued by the first pixel of `layer` (in flooding order) that sees it, that
+    pixel's neighbours taken left, up, right, down: its key is 4 * order + direction.
+    """
     cand, key = [], []
     order = pop[layer] * offsets.size
     for k, off in enumerate(offsets):
@@ -372,13 +393,11 @@ def _next_layer(layer, pop, inside, offsets) -> np.ndarray:
         fresh = inside[nb] & (pop[nb] == _UNSEEN)
         cand.append(nb[fresh])
         key.append(order[fresh] + k)
-    if not cand:
-        return np.zeros(0, np.int64)
     cand = np.concatenate(cand)
-    key = np.concatenate(key)
     if cand.size == 0:
         return cand
-    order = np.argsort(key, kind="stable")
-    cand = cand[order]
-    _, first = np.unique(cand, return_index=True)  # keep each pixel's earliest queueing
-    return cand[np.sort(first)]
+    cand = cand[np.argsort(np.concatenate(key))]
+    # keep each pixel's first queueing: the first occurrence writes last when reversed
+    at = np.arange(cand.size)
+    scratch[cand[::-1]] = at[::-1]
+    return cand[scratch[cand] == at]

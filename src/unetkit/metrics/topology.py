@@ -87,6 +87,16 @@ def topological_numbers() -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=1)
+def ring_groups() -> np.ndarray:
+    """(256,) uint8: the number of groups the foreground neighbours form among themselves
+    (4-adjacent neighbours in one group), per neighbourhood configuration."""
+    out = np.zeros(256, np.uint8)
+    for code in range(256):
+        out[code] = len(_components([k for k in range(8) if code >> k & 1], _adjacent4))
+    return out
+
+
+@lru_cache(maxsize=1)
 def simple_point_lut() -> np.ndarray:
     """Boolean table (256,): True where the 3x3 configuration makes the centre a simple point."""
     t4, t8 = topological_numbers()
@@ -177,10 +187,12 @@ def warp_towards(source: np.ndarray, target: np.ndarray,
     listed = listed[np.lexsort((ys, xs, key))]  # visit order: priority, then x, then y
     rank = np.full(cur.size, np.iinfo(np.int64).max, np.int64)  # max = not listed
     rank[listed] = np.arange(listed.size)
+    listed = np.sort(listed)  # raster order for the gathers; the visit order lives in `rank`
     passes = 0
+    slot = np.empty(cur.size, np.int64)
     while listed.size:
         passes += 1
-        flipped = _one_pass(cur, listed, rank, offsets)
+        flipped = _one_pass(cur, listed, rank, offsets, slot)
         if not flipped.any():
             break
         rank[listed[flipped]] = np.iinfo(np.int64).max
@@ -216,38 +228,37 @@ def _frozen(cur: np.ndarray, listed: np.ndarray, shape, offsets: np.ndarray) -> 
 
 
 def _one_pass(cur: np.ndarray, listed: np.ndarray, rank: np.ndarray,
-              offsets: np.ndarray) -> np.ndarray:
-    """Visit `listed` (flat indices in visit order) once, flipping simple points in `cur`.
+              offsets: np.ndarray, slot: np.ndarray) -> np.ndarray:
+    """Visit the `listed` pixels (flat indices) once in `rank` order, flipping simple points.
 
     Returns the (len(listed),) bool mask of the flipped pixels. `rank` holds each listed
-    pixel's visit rank (int64 max elsewhere).
+    pixel's visit rank (int64 max elsewhere); `slot` is scratch of the image's size.
     """
     lut = simple_point_lut()
     n = listed.size
-    slot = np.empty(rank.size, np.int64)  # flat index -> position in `listed`
-    slot[listed] = np.arange(n)
-    own = rank[listed]
-    waiting = np.zeros(n, np.int64)  # earlier-listed neighbours not yet decided
-    for off in offsets:
-        waiting += rank[listed + off] < own
+    slot[listed] = np.arange(n)  # flat index -> position in `listed`
+    own = rank[listed][:, None]
+    nb = listed[:, None] + offsets[None, :]  # (n, 8) neighbours
+    nb_rank = rank[nb]
+    waiting = np.count_nonzero(nb_rank < own, axis=1)  # earlier-listed neighbours undecided
+    later = np.where((nb_rank > own) & (nb_rank != np.iinfo(np.int64).max), slot[nb], -1)
+    weights = (1 << np.arange(offsets.size)).astype(np.int64)
     flipped = np.zeros(n, bool)
+    stamp = np.empty(n, np.int64)
     ready = np.flatnonzero(waiting == 0)
     while ready.size:
         pix = listed[ready]
-        code = np.zeros(pix.size, np.uint8)
-        for k, off in enumerate(offsets):
-            code |= cur[pix + off] << k
-        simple = lut[code]
+        simple = lut[cur[nb[ready]] @ weights]
         cur[pix[simple]] ^= 1
         flipped[ready[simple]] = True
         # release the later-listed neighbours of the pixels just decided
-        later = (pix[:, None] + offsets[None, :]).ravel()
-        later = later[rank[later] > np.repeat(rank[pix], offsets.size)]
-        later = later[rank[later] != np.iinfo(np.int64).max]
-        idx = slot[later]
-        np.subtract.at(waiting, idx, 1)
-        idx = np.unique(idx)
-        ready = idx[waiting[idx] == 0]
+        nxt = later[ready].ravel()
+        nxt = nxt[nxt >= 0]
+        np.subtract.at(waiting, nxt, 1)
+        nxt = nxt[waiting[nxt] == 0]
+        at = np.arange(nxt.size)
+        stamp[nxt] = at  # drop repeats: keep the last write of each position
+        ready = nxt[stamp[nxt] == at]
     return flipped
 
 
@@ -334,6 +345,14 @@ def classify_mismatches(warped: np.ndarray, target: np.ndarray,
     two = distinct == 2
     out[two & ~fg] = HOLE_ADDITION
     test = np.flatnonzero(two & fg)
+    out[test] = HOLE_DELETION
+    # neighbours joined around the pixel itself stay one object in any window: only a pixel
+    # whose foreground neighbours form two or more groups can be a split
+    padded = np.pad(warped, 1).astype(np.uint8)
+    code = np.zeros(test.size, np.uint8)
+    for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
+        code |= padded[ys[test] + 1 + dy, xs[test] + 1 + dx] << k
+    test = test[ring_groups()[code] >= 2]
     if test.size:
         cut = _cuts_locally(warped, ys[test], xs[test], radius)
         out[test] = np.where(cut, SPLIT, HOLE_DELETION)
