@@ -346,7 +346,7 @@ def _flood_layer(layer, lab, pop, offsets, base) -> np.ndarray:
     for s in same:
         q = np.maximum(s, 0)
         unsure |= (s >= 0) & ~conflict & single[q] & (none | (tent[q] != tent))
-    while True:
+    while (unsure & none).any():  # a pixel with no label of its own passes one on
         grow = unsure.copy()
         for s in same:
             q = np.maximum(s, 0)
@@ -396,7 +396,7 @@ def _next_layer(layer, pop, inside, offsets, scratch) -> np.ndarray:
     cand = np.concatenate(cand)
     if cand.size == 0:
         return cand
-    cand = cand[np.argsort(np.concatenate(key))]
+    cand = cand[np.argsort(np.concatenate(key), kind="stable")]  # merges 4 sorted runs
     # keep each pixel's first queueing: the first occurrence writes last when reversed
     at = np.arange(cand.size)
     scratch[cand[::-1]] = at[::-1]
