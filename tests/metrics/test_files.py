@@ -122,3 +122,18 @@ def test_predict_instances_watershed_splits_touching(tmp_path):
                       instances={"method": "watershed", "threshold": 0.5, "min_size": 5})
     assert tifffile.imread(comp).max() == 1  # touching disks merge as one component
     assert tifffile.imread(ws).max() == 2  # the watershed splits them
+
+
+def test_cli_threshold_sweep_default_and_given(folders, tmp_path):
+    pred, truth = folders
+    names = ["--metrics", "warping_error", "warping_error_threshold", "pixel_error_threshold"]
+    base = ["evaluate", "--pred", str(pred), "--truth", str(truth)]
+    # default: the reference's sweeps (the warping error's ends at 0.9)
+    assert main([*base, "--json", str(tmp_path / "d.json"), *names]) == 0
+    a = json.loads((tmp_path / "d.json").read_text())["per_image"]["a"]
+    assert a["warping_error_threshold"] <= 0.9
+    # given: one sweep for every metric
+    assert main([*base, "--json", str(tmp_path / "g.json"), "--thresholds", "0.3", "0.3", "0.1",
+                 *names]) == 0
+    a = json.loads((tmp_path / "g.json").read_text())["per_image"]["a"]
+    assert a["warping_error_threshold"] == a["pixel_error_threshold"] == 0.3
