@@ -101,3 +101,10 @@ def test_msc_frames_load_as_instances():
     t = build_targets(frame, kind=decision.kind)
     assert int(t.target.max()) == 1
     assert len(np.unique(t.objects[t.objects > 0])) == len(np.unique(frame[frame > 0]))
+
+
+def test_an_empty_label_image_is_evidence_for_nothing():
+    empty = np.zeros((40, 40), np.uint16)
+    assert decide_kind([("a", instance_image(5)), ("b", empty)]).kind == "instances"
+    mask = np.where(instance_image(5) > 0, 255, 0).astype(np.uint8)
+    assert decide_kind([("a", mask), ("b", empty.astype(np.uint8))]).kind == "binary"

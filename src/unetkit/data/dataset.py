@@ -45,6 +45,7 @@ __all__ = [
     "Pair",
     "Prepared",
     "Batch",
+    "label_kind_of",
     "load_pairs",
     "split_validation",
     "training_normalization",
@@ -236,21 +237,29 @@ def _normalised(pair: Pair, norm: Normalization) -> np.ndarray:
     return image
 
 
-def prepare(pairs: Sequence[Pair], cfg: Config, norm: Normalization) -> list[Prepared]:
+def label_kind_of(pairs: Sequence[Pair], cfg: Config) -> str:
+    """The label kind of a dataset: ``cfg.data.label_kind``, or for ``auto`` the decision of
+    :func:`label_kinds.decide_kind` from all the labels and the configuration (logged)."""
+    kind = canonical_kind(cfg.data.label_kind)
+    if kind != "auto":
+        return kind
+    decision = decide_kind(((p.label_source, p.labels) for p in pairs),
+                           num_classes=cfg.model.num_classes, ignore_value=cfg.data.ignore_value)
+    log.info("label kind: %s (data.label_kind=auto: %s; override with --set "
+             "data.label_kind=...)", decision.kind, decision.reason)
+    return decision.kind
+
+
+def prepare(pairs: Sequence[Pair], cfg: Config, norm: Normalization, *,
+            kind: str | None = None) -> list[Prepared]:
     """Targets, weights and normalised images for every pair (the in-memory cache).
 
-    Label values are checked against the label kind (``cfg.data.label_kind``; ``auto`` is
-    decided once from all the labels and the configuration, :func:`label_kinds.decide_kind`,
-    and logged) and ``cfg.model.num_classes``; errors name the label file and the value.
+    Label values are checked against the label kind (``kind``, default
+    :func:`label_kind_of` these pairs: ``auto`` is decided once from all their labels and the
+    configuration; pass the kind of the whole dataset when preparing parts of it) and
+    ``cfg.model.num_classes``; errors name the label file and the value.
     """
-    kind = canonical_kind(cfg.data.label_kind)
-    if kind == "auto":
-        decision = decide_kind(((p.label_source, p.labels) for p in pairs),
-                               num_classes=cfg.model.num_classes,
-                               ignore_value=cfg.data.ignore_value)
-        kind = decision.kind
-        log.info("label kind: %s (data.label_kind=auto: %s; override with --set "
-                 "data.label_kind=...)", kind, decision.reason)
+    kind = label_kind_of(pairs, cfg) if kind is None else canonical_kind(kind)
     out = []
     for p in pairs:
         try:

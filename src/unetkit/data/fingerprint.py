@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .normalize import Normalization
-from .targets import detect_kind
+from .label_kinds import canonical_kind, decide_kind
 
 __all__ = ["Fingerprint", "measure", "normalization_spread", "object_ids"]
 
@@ -91,8 +91,11 @@ def measure(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], kind: st
     """Fingerprint of training ``images`` ((C, H, W), raw dtype) and ``labels`` ((H, W))."""
     if not images:
         raise ValueError("no training images")
-    kinds = [kind if kind != "auto" else detect_kind(lab, ignore_value) for lab in labels]
-    resolved = max(set(kinds), key=kinds.count)
+    # one decision for the whole set (data/label_kinds.py), never a vote of single images
+    resolved = canonical_kind(kind) if kind != "auto" else decide_kind(
+        ((f"label image {i}", lab) for i, lab in enumerate(labels)),
+        ignore_value=ignore_value).kind
+    kinds = [resolved] * len(labels)
     hs = sorted(im.shape[1] for im in images)
     ws = sorted(im.shape[2] for im in images)
     pct = np.array([np.percentile(im, (1, 50, 99.8)) for im in images])

@@ -138,12 +138,12 @@ def decide_kind(images: Iterable[tuple[str, np.ndarray]], *, num_classes: int | 
     if all(np.isin(v, (0, 1)).all() for _, _, v in cleaned) or \
             all(np.isin(v, (0, 255)).all() for _, _, v in cleaned):
         return KindDecision("binary", "all values within {0, 1} or within {0, 255}")
-    masks = [np.isin(v, (0, 255)).all() for _, _, v in cleaned]
+    masks = [255 in v and np.isin(v, (0, 255)).all() for _, _, v in cleaned]
     if any(masks):  # 0/255 is the mask convention: other values beside it are a mistake
         source, _, values = next(c for c, m in zip(cleaned, masks, strict=True) if not m)
         odd = [int(x) for x in values if x not in (0, 255)][:3]
         raise ValueError(f"{source}: values {odd} in a dataset of 0/255 masks "
-                         f"({sum(masks)} of {len(masks)} label images); {_OVERRIDE}")
+                         f"({sum(masks)} of {len(masks)} label images are); {_OVERRIDE}")
     union = np.unique(np.concatenate([v for _, _, v in cleaned]))
     top = int(union.max())
     if num_classes is not None and num_classes >= 3 and top < num_classes:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
-from ..data.dataset import (Pair, Prepared, load_pairs, prepare, split_validation,
+from ..data.dataset import (Pair, Prepared, label_kind_of, load_pairs, prepare, split_validation,
                             training_normalization)
 from ..data.fingerprint import Fingerprint, measure
 from ..data.normalize import Normalization
@@ -55,8 +55,8 @@ def load_data(cfg: Config, images, labels, val_images, val_labels, val_fraction)
         if first is not None and p.image.shape[0] != first.image.shape[0]:
             raise ValueError(f"{p.image_source}: image has {p.image.shape[0]} channel(s), "
                              f"{first.image_source} has {first.image.shape[0]}")
-    fp = measure([p.image for p in pairs], [p.labels for p in pairs], cfg.data.label_kind,
-                 cfg.data.ignore_value)
+    kind = label_kind_of(pairs, cfg)  # decided once, on the whole training images
+    fp = measure([p.image for p in pairs], [p.labels for p in pairs], kind, cfg.data.ignore_value)
     cfg, choices = derive(cfg, fp)
     val_pairs: list[Pair] = []
     bands = []
@@ -71,7 +71,8 @@ def load_data(cfg: Config, images, labels, val_images, val_labels, val_fraction)
     choices["validation"] = {"value": len(val_pairs), "reason": how}
     norm = training_normalization(cfg.data.normalization, pairs)
     t0 = time.perf_counter()
-    train_items, val_items = prepare(pairs, cfg, norm), prepare(val_pairs, cfg, norm)
+    train_items = prepare(pairs, cfg, norm, kind=kind)
+    val_items = prepare(val_pairs, cfg, norm, kind=kind)
     by_name = {b.name: b for b in bands}
     train_items = [ignore_band(it, by_name[it.name]) if it.name in by_name else it
                    for it in train_items]
