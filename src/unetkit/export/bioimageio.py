@@ -17,9 +17,9 @@ The geometry is stated exactly.  Input height/width: ``ParameterizedSize(min, st
 ``min = geometry.min_legal_size`` and ``step = 2**depth`` (188 + 16 n for the paper network);
 output height/width: ``SizeReference`` to the input with ``offset = -2 * margin`` (-184), 0 for
 same padding.  The model's normalisation becomes the matching preprocessing (``per_image`` ->
-``zero_mean_unit_variance`` over y, x; ``dataset`` -> ``fixed_zero_mean_unit_variance``;
-``range`` -> ``scale_linear``), and softmax over the channel axis the postprocessing: the
-weights output logits, exactly what the network computes.
+``zero_mean_unit_variance`` over y, x; ``range`` and ``dataset``, fixed affine maps ->
+``scale_linear`` per channel), and softmax over the channel axis the postprocessing: the weights
+output logits, exactly what the network computes.
 
 Only the standard library, PyYAML, numpy, Pillow and torch's exporters are used here: the package
 is built offline without ``bioimageio.spec``; the tests validate it with ``bioimageio.core``.
@@ -44,10 +44,12 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from .. import __version__, geometry, synthetic
-from ..modelfile import save_model
-from ..normalize import Normalization, _dtype_range
-from .onnx import OPSET, onnx_bytes
+from .. import __version__
+from ..data import synthetic
+from ..data.normalize import Normalization
+from ..model import geometry
+from ..model.modelfile import save_model
+from ..model.onnxgraph import OPSET, onnx_bytes
 from .torchscript import trace_model
 
 __all__ = ["export_bioimageio", "FORMAT_VERSION", "UNETKIT_MODEL", "RDF_NAME", "sample_input"]
@@ -97,21 +99,19 @@ def _check_sample(model: nn.Module, sample: np.ndarray) -> np.ndarray:
     return sample
 
 
-def _preprocessing(norm: Normalization, dtype: np.dtype) -> list[dict[str, Any]]:
-    """The bioimage.io preprocessing that equals unetkit's normalisation of ``dtype`` pixels."""
-    steps: list[dict[str, Any]] = []
+def _preprocessing(norm: Normalization, dtype: np.dtype, channels: int) -> list[dict[str, Any]]:
+    """The bioimage.io preprocessing that equals unetkit's normalisation of ``dtype`` pixels:
+    ``per_image`` statistics are the image's own (``zero_mean_unit_variance`` over y, x); every
+    other mode is a fixed per-channel affine map, taken from ``Normalization.affine`` itself."""
     if norm.mode == "per_image":
-        steps.append({"id": "zero_mean_unit_variance",
-                      "kwargs": {"axes": ["y", "x"], "eps": float(norm.eps)}})
-    elif norm.mode == "dataset":
-        steps.append({"id": "fixed_zero_mean_unit_variance",
-                      "kwargs": {"axis": "channel", "mean": [float(v) for v in norm.mean],
-                                 "std": [float(max(s, norm.eps)) for s in norm.std]}})
-    elif norm.mode == "range":
-        low, high = (norm.low, norm.high) if norm.low is not None else _dtype_range(dtype)
-        gain = 1.0 / (high - low)
-        steps.append({"id": "scale_linear", "kwargs": {"gain": gain, "offset": -low * gain}})
-    return steps
+        return [{"id": "zero_mean_unit_variance",
+                 "kwargs": {"axes": ["y", "x"], "eps": float(norm.eps)}}]
+    if norm.mode == "none":
+        return []
+    scale, offset = norm.affine(np.zeros((channels, 1, 1), dtype), channels)
+    return [{"id": "scale_linear", "kwargs": {"axis": "channel",
+                                              "gain": [float(v) for v in scale],
+                                              "offset": [float(v) for v in offset]}}]
 
 
 def _reference_output(model: nn.Module, sample: np.ndarray, norm: Normalization) -> np.ndarray:
@@ -304,7 +304,7 @@ def export_bioimageio(
             "test_tensor": ref("test_input.npy"),
             "sample_tensor": ref("sample_input.tif"),
             "data": {"type": "float32"},
-            "preprocessing": _preprocessing(norm, sample.dtype),
+            "preprocessing": _preprocessing(norm, sample.dtype, cfg.in_channels),
         }],
         "outputs": [{
             "id": _OUTPUT_ID,

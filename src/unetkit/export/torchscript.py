@@ -4,7 +4,7 @@
 batch size.  The module is *traced* on the smallest legal input: the tracer records the centre
 crops of the skip connections as size arithmetic (``aten::size``), so the trace follows the input
 size instead of freezing the example's (checked on several sizes and batch sizes in
-``tests/test_export.py``: identical to eager torch).  ``torch.jit.script`` is not an option
+``tests/export/test_formats.py``: identical to eager torch).  ``torch.jit.script`` is not an option
 without changing the network's code: it rejects ``zip(..., strict=False)`` and the ``margin``
 property.  The copy is traced in eval mode (dropout off); the caller's model is untouched.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .onnx import example_input
+from ..model.onnxgraph import example_input
 
 __all__ = ["export_torchscript", "trace_model"]
 

@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import geometry
-from .export.onnx import INPUT_NAME, onnx_bytes
-from .tiling import choose_tile_size
+from ..model import geometry
+from ..model.onnxgraph import INPUT_NAME, onnx_bytes
+from .plan import choose_tile_size
 
 __all__ = ["RUNTIMES", "OnnxRuntimeModel", "with_runtime", "measure_runtimes", "cache_dir",
            "onnxruntime_available"]
