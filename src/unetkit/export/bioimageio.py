@@ -48,7 +48,7 @@ from .. import __version__
 from ..data import synthetic
 from ..data.normalize import Normalization
 from ..model import geometry
-from ..model.modelfile import save_model
+from ..model.modelfile import PACKAGE_MODEL, PACKAGE_RDF, save_model
 from ..model.onnxgraph import OPSET, onnx_bytes
 from .torchscript import trace_model
 
@@ -57,8 +57,7 @@ __all__ = ["export_bioimageio", "FORMAT_VERSION", "UNETKIT_MODEL", "RDF_NAME", "
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "0.5.4"  # model spec; bioimageio.core 0.11 (spec 0.5.12) reads it
-RDF_NAME = "bioimageio.yaml"
-UNETKIT_MODEL = "unetkit_model.safetensors"
+RDF_NAME, UNETKIT_MODEL = PACKAGE_RDF, PACKAGE_MODEL  # model/modelfile.py opens such zips
 PAPER_CITATION = {
     "text": "Ronneberger, Fischer, Brox. U-Net: Convolutional Networks for Biomedical Image "
             "Segmentation. MICCAI 2015",

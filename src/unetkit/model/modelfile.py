@@ -10,16 +10,25 @@ FILE`` prints it) holds, under the key ``"unetkit"``::
 
 Loading parses JSON and tensors only: nothing is unpickled, so a model file from a stranger cannot
 run code.  Writes go to a temporary file that is renamed into place.
+
+A BioImage Model Zoo package that unetkit wrote (``unetkit export --format bioimageio``) opens
+too: the zip carries this very file (``config.unetkit.model_file`` in its ``bioimageio.yaml``,
+``unetkit_model.safetensors``), which is read from the zip; its other weights are not used.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
@@ -28,11 +37,14 @@ from ..config import UNetConfig
 from .unet import UNet
 from ..data.normalize import Normalization
 
-__all__ = ["save_model", "load_model", "read_model_meta", "ModelFileError", "FORMAT", "VERSION"]
+__all__ = ["save_model", "load_model", "read_model_meta", "ModelFileError", "FORMAT", "VERSION",
+           "PACKAGE_MODEL", "PACKAGE_RDF"]
 
 FORMAT = "unetkit-model"
 VERSION = 1
 _KEY = "unetkit"
+PACKAGE_RDF = "bioimageio.yaml"  # a bioimage.io package's description, at the root of its zip
+PACKAGE_MODEL = "unetkit_model.safetensors"  # the unetkit model file inside such a package
 
 
 class ModelFileError(ValueError):
@@ -63,13 +75,42 @@ def save_model(path: str | os.PathLike, model: UNet, meta: dict[str, Any] | None
     return Path(path)
 
 
-def read_model_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON configuration of a model file, without loading its weights."""
+@contextmanager
+def _model_source(path: str | os.PathLike) -> Iterator[Path]:
+    """The safetensors file to read: ``path`` itself, or the unetkit model file inside a
+    bioimage.io zip (extracted to a temporary folder for the duration)."""
     p = Path(path)
-    if not p.is_file():
+    if not (p.is_file() and zipfile.is_zipfile(p)):
+        yield p
+        return
+    try:
+        with zipfile.ZipFile(p) as z:
+            rdf = yaml.safe_load(z.read(PACKAGE_RDF))
+            member = ((rdf.get("config") or {}).get("unetkit") or {}).get("model_file")
+            if not member:
+                raise ModelFileError(f"{p}: a bioimage.io package not written by unetkit (its "
+                                     f"{PACKAGE_RDF} has no config.unetkit.model_file)")
+            data = z.read(member)
+    except (KeyError, zipfile.BadZipFile, yaml.YAMLError, AttributeError) as exc:
+        raise ModelFileError(f"{p}: not a readable bioimage.io package ({exc})") from None
+    with tempfile.TemporaryDirectory(prefix="unetkit-") as tmp:
+        target = Path(tmp) / PACKAGE_MODEL
+        target.write_bytes(data)
+        yield target
+
+
+def read_model_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON configuration of a model file (or unetkit bioimage.io zip), without its weights."""
+    with _model_source(path) as source:
+        return _read_meta(source, Path(path))
+
+
+def _read_meta(source: Path, p: Path) -> dict[str, Any]:
+    """Read ``source``; errors name ``p``, the path the caller gave."""
+    if not source.is_file():
         raise ModelFileError(f"{p}: no such model file")
     try:
-        with safe_open(str(p), framework="pt") as f:
+        with safe_open(str(source), framework="pt") as f:
             raw = (f.metadata() or {}).get(_KEY)
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(
@@ -92,16 +133,22 @@ def read_model_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> UNet:
-    """Load a model file: a :class:`UNet` in eval mode with ``model.meta`` attached."""
+    """Load a model file (or a unetkit bioimage.io zip): a :class:`UNet` in eval mode with
+    ``model.meta`` attached."""
     p = Path(path)
-    meta = read_model_meta(p)
+    with _model_source(p) as source:
+        return _load(source, p, device)
+
+
+def _load(source: Path, p: Path, device: str | torch.device) -> UNet:
+    meta = _read_meta(source, p)
     try:
         config = UNetConfig(**meta["architecture"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{p}: bad architecture in model file ({exc})") from None
     model = UNet(**config.to_dict())
     try:
-        with safe_open(str(p), framework="pt") as f:
+        with safe_open(str(source), framework="pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not iterable)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{p}: corrupt or truncated weights ({exc})") from None
