@@ -12,9 +12,16 @@ paper network (31 M parameters, valid convolutions).  Printed per tile size:
   (so the tiler's own overhead: reading, mirroring, normalising, writing);
 - which tile ``tile_size=None`` picks, and how its time compares with the best measured.
 
+Then, per CPU runtime (eager torch, onnxruntime, and OpenVINO when ``openvino`` is installed),
+``predict_tiled`` on a ``--runtime-size`` image (default 1024) with the paper network (64
+channels) and the ``default`` preset's (16 channels), at the tile the tiler picks: seconds, the
+ratio torch time / runtime time (> 1: the runtime is faster), the largest difference from the
+torch output, and what ``--runtime auto`` chose from its own measurement (fresh cache).
+
 Also prints the peak resident memory of the process.  Run:
 
     python benchmarks/bench_predict.py [--size 2048] [--tiles 572 764 1084] [--threads N]
+        [--runtime-size 1024] [--skip-tiles]
 """
 
 from __future__ import annotations
@@ -22,13 +29,81 @@ from __future__ import annotations
 import argparse
 import math
 import resource
+import tempfile
 import time
 
 import numpy as np
 import torch
 
 from unetkit import UNet, choose_tile_size, predict_tiled
+from unetkit.inference.runtime import OnnxRuntimeModel, onnxruntime_available, with_runtime
 from unetkit.model import geometry
+from unetkit.model.onnxgraph import INPUT_NAME, onnx_bytes
+
+
+class OpenVinoModel(torch.nn.Module):
+    """The ONNX graph compiled by OpenVINO for one static tile size (benchmark only)."""
+
+    def __init__(self, model: torch.nn.Module, tile: int) -> None:
+        import openvino as ov
+
+        super().__init__()
+        self.config, self.meta = model.config, model.meta
+        core = ov.Core()
+        # f32 explicitly: OpenVINO may otherwise pick a lower inference precision on the CPU
+        core.set_property("CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(),
+                                  "INFERENCE_PRECISION_HINT": "f32"})
+        with tempfile.NamedTemporaryFile(suffix=".onnx") as f:
+            f.write(onnx_bytes(model))
+            f.flush()
+            graph = ov.convert_model(f.name)
+        graph.reshape({INPUT_NAME: [-1, model.config.in_channels, tile, tile]})
+        self.compiled = core.compile_model(graph, "CPU")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.compiled(x.contiguous().numpy())
+        return torch.from_numpy(np.asarray(out[0]))
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def runtime_table(size: int, batch: int) -> None:
+    """Eager torch vs onnxruntime (vs OpenVINO) on the paper and default networks."""
+    image = np.random.default_rng(1).integers(0, 255, (size, size), dtype=np.uint8)
+    print(f"\n# runtimes: predict_tiled on a {size}^2 image, batch {batch}; ratio = torch time / "
+          "runtime time (> 1: faster than eager torch)")
+    print(f"{'network':>8} {'tile':>5} {'runtime':>12} {'time s':>7} {'ratio':>6} "
+          f"{'max diff':>9}  auto picks")
+    for name, width in (("paper", 64), ("default", 16)):
+        torch.manual_seed(0)
+        model = UNet(base_channels=width).eval()
+        model.meta = {"normalization": {"mode": "per_image"}}
+        tile = choose_tile_size((size, size), base_channels=width, batch_size=batch)
+        nets = {"torch": model}
+        if onnxruntime_available():
+            nets["onnxruntime"] = OnnxRuntimeModel(model)
+        if openvino_available():
+            nets["openvino"] = OpenVinoModel(model, tile)
+        with tempfile.TemporaryDirectory() as cache:
+            picked = with_runtime(model, "auto", tile_size=tile, batch_size=batch, cache=cache)
+        picked_name = "torch" if picked is model else "onnxruntime"
+        ref, t_torch = None, None
+        for rt, net in nets.items():
+            predict_tiled(net, image[:tile, :tile], tile_size=tile, batch_size=batch)  # warm-up
+            t0 = time.perf_counter()
+            out = predict_tiled(net, image, tile_size=tile, batch_size=batch)
+            t = time.perf_counter() - t0
+            if ref is None:
+                ref, t_torch = out, t
+            diff = float(np.abs(out - ref).max())
+            note = "<- auto" if rt == picked_name else ""
+            print(f"{name:>8} {tile:5d} {rt:>12} {t:7.1f} {t_torch / t:6.2f} {diff:9.1e}  {note}")
 
 
 def best_of(fn, repeats: int) -> float:
@@ -62,6 +137,8 @@ def main() -> None:
     ap.add_argument("--tiles", type=int, nargs="+", default=[572, 764, 1084])
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--runtime-size", type=int, default=1024, help="image edge of the runtime table")
+    ap.add_argument("--skip-tiles", action="store_true", help="only the runtime table")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -74,6 +151,9 @@ def main() -> None:
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; image {args.size}^2")
     print(f"# machine peak: matmul {mm:.0f} GFLOP/s, conv3x3 {cv:.0f} GFLOP/s -> peak = {peak_name}")
 
+    if args.skip_tiles:
+        runtime_table(args.runtime_size, args.batch)
+        return
     auto = choose_tile_size((args.size, args.size), batch_size=args.batch)
     tiles = sorted(set(args.tiles) | {auto})
     rows = []
@@ -105,6 +185,7 @@ def main() -> None:
         print(f"{tile:5d} {n:5d} {t:8.1f} {mps:7.3f} {gf:8.0f} {frac:8.0%} {ratio:11.2f}  {note}")
     auto_time = next(r[2] for r in rows if r[0] == auto)
     print(f"# automatic choice: tile {auto}, {auto_time / best:.2f}x the best time measured")
+    runtime_table(args.runtime_size, args.batch)
     print(f"# peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

@@ -12,9 +12,9 @@ if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
     pytest.skip("a real napari Viewer needs a display: run the tests under xvfb-run",
                 allow_module_level=True)
 
-from unetkit import UNet, load_model, predict_tiled, save_model  # noqa: E402
-from unetkit.data.synthetic import make_cells  # noqa: E402
-from unetkit.napari.widgets import PredictWidget, TrainWidget, sample_nuclei  # noqa: E402
+from unetkit import UNet, load_model, predict_tiled, save_model
+from unetkit.data.synthetic import make_cells
+from unetkit.napari.widgets import PredictWidget, TrainWidget, sample_nuclei
 
 WAIT_MS = 120_000
 
