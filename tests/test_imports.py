@@ -10,6 +10,8 @@ The rule, per folder of src/unetkit (a module may import its own folder and the 
     metrics             io, config, data, model          (beside inference: neither imports the other)
     training            io, config, data, model, inference, metrics
     demo                ... and training
+    export              io, config, data, model, inference     (models for other tools)
+    napari              ... and metrics, training, export      (the plugin: on top, beside demo)
     cli                 everything; nothing imports cli (but ``__main__``)
 
 Function-level imports count as imports here, so a lazy import can load a module late (the CLI
@@ -35,7 +37,10 @@ ALLOWED = {
     "metrics": BASE | {"data", "model"},
     "training": BASE | {"data", "model", "inference", "metrics"},
     "demo": BASE | {"data", "model", "inference", "metrics", "training"},
-    "cli": BASE | {"data", "model", "inference", "metrics", "training", "demo", "_version"},
+    "export": BASE | {"data", "model", "inference"},
+    "napari": BASE | {"data", "model", "inference", "metrics", "training", "export"},
+    "cli": BASE | {"data", "model", "inference", "metrics", "training", "demo", "export",
+                   "_version"},
 }
 for _wing in ALLOWED:
     ALLOWED[_wing] = ALLOWED[_wing] | {"_version"}
@@ -108,7 +113,8 @@ def _wing(mod: str) -> str:
 
 def test_the_walk_sees_every_folder():
     wings = {_wing(m) for m in _modules() if "." in m}
-    assert wings == {"io", "data", "model", "inference", "training", "metrics", "demo", "cli"}
+    assert wings == {"io", "data", "model", "inference", "training", "metrics", "demo", "export",
+                     "napari", "cli"}
     top = {m for m in _modules() if "." not in m}
     assert top == {"", "__main__", "_version", "config", *wings}
 
@@ -158,7 +164,8 @@ def test_no_cycles():
 
 
 def test_each_wing_lists_its_names():
-    for wing in ("io", "data", "model", "inference", "training", "metrics", "demo"):
+    # (napari: its __init__ imports nothing, so that npe2 can read the manifest without Qt)
+    for wing in ("io", "data", "model", "inference", "training", "metrics", "demo", "export"):
         module = __import__(f"unetkit.{wing}", fromlist=["__all__"])
         assert module.__all__, wing
         for name in module.__all__:

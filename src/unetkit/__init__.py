@@ -1,8 +1,11 @@
 """unetkit: the original U-Net (Ronneberger, Fischer, Brox 2015), faithfully.
 
 - the network: :class:`UNet` (the paper's defaults), :mod:`unetkit.model.geometry` (legal tiles);
-- prediction: :func:`predict_tiled` (exact overlap-tile inference, bounded memory);
-- model files: :func:`save_model`, :func:`load_model` (safetensors + JSON header);
+- prediction: :func:`predict_tiled` (exact overlap-tile inference, bounded memory; ``runtime=``
+  torch, onnxruntime or auto, see :func:`with_runtime`);
+- model files: :func:`save_model`, :func:`load_model` (safetensors + JSON header; also opens a
+  bioimage.io zip that unetkit wrote); export: :mod:`unetkit.export` (bioimage.io, ONNX,
+  TorchScript); napari plugin: :mod:`unetkit.napari`;
 - training: :func:`train`, :func:`preset` / :class:`Config`; targets: :func:`weight_map`
   (paper Eq. 2), :func:`build_targets`;
 - metrics: :func:`evaluate_arrays` (ISBI 2012, instance, semantic), :func:`isbi_metrics`;
@@ -27,6 +30,7 @@ from .data.normalize import Normalization
 from .inference.streaming import predict_to_file
 from .data.targets import build_targets, instances_to_target, weight_map
 from .inference.plan import choose_tile_size
+from .inference.runtime import with_runtime
 from .inference.tiled import predict_tiled
 from .training import TrainingInterrupted, train
 
@@ -59,4 +63,5 @@ __all__ = [
     "train",
     "weight_map",
     "weighted_cross_entropy",
+    "with_runtime",
 ]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from .._version import __version__
-from .verbs import cmd_demo, cmd_evaluate, cmd_info, cmd_predict, cmd_sizes, cmd_train
+from .verbs import (cmd_demo, cmd_evaluate, cmd_export, cmd_info, cmd_predict, cmd_sizes,
+                    cmd_train)
 
 __all__ = ["build_parser"]
 
@@ -21,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     s = sub.add_parser("predict", help="segment images with a trained model")
-    s.add_argument("--model", required=True, help="model file (.safetensors)")
+    s.add_argument("--model", required=True,
+                   help="model file (.safetensors), bioimage.io zip written by unetkit, or run folder")
     s.add_argument("--input", required=True, nargs="+", help="image files, stacks or folders")
     s.add_argument("--out", required=True,
                    help="output folder (TIFF per input, same base name), or one output FILE "
@@ -42,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop smaller objects (px) from labels and instances; default: the model "
                         "file's, chosen on validation data")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    s.add_argument("--runtime", choices=("torch", "onnxruntime", "auto"), default="torch",
+                   help="torch (eager), onnxruntime (CPU; pip install 'unetkit[onnx]') or auto: "
+                        "whichever measured faster for this network and tile on this machine "
+                        "(measured once, then cached); the output is the same to < 1e-4")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     s.add_argument("--resume", action="store_true",
                    help="--out FILE: finish an interrupted run, computing only unfinished tiles")
@@ -109,6 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--padding", choices=("valid", "same"), default="valid")
     s.add_argument("--max", type=int, default=1084, help="largest input size to list")
     s.set_defaults(func=cmd_sizes)
+
+    s = sub.add_parser("export", help="write a model for other tools: a BioImage Model Zoo "
+                       "package (Fiji/deepImageJ, ilastik, QuPath, napari), ONNX or TorchScript")
+    s.add_argument("model", help="model file (.safetensors) or run folder")
+    s.add_argument("--format", required=True, choices=("bioimageio", "onnx", "torchscript"))
+    s.add_argument("--out", required=True, help="output file (.zip, .onnx, .pt)")
+    s.add_argument("--name", default=None, help="bioimageio: model name (letters, digits, _-())")
+    s.add_argument("--author", action="append", default=None, help="bioimageio: author (repeat)")
+    s.add_argument("--training-data", default=None,
+                   help="bioimageio: one line on the training data (default: from the model)")
+    s.add_argument("--metrics", default=None, metavar="JSON",
+                   help="bioimageio: validation scores for the README (unetkit evaluate --json)")
+    s.add_argument("--sample", default=None, metavar="IMAGE",
+                   help="bioimageio: test input image, square and of a legal size (default: "
+                        "synthetic nuclei)")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("info", help="print a model file's configuration")
     s.add_argument("model")

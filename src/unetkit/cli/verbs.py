@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from ..model import geometry
 from .progress import ProgressBar, TileBar, train_progress
@@ -50,13 +51,19 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from ..inference.files import check_predict_args, predict_file
+    from ..inference.runtime import with_runtime
     from ..io.images import image_files
     from ..model.modelfile import load_model
-    from ..inference.files import check_predict_args, predict_file
+    from ..training import model_path
 
     device = _device(args.device)
-    model = load_model(args.model, device=device or "cpu")
+    model = load_model(model_path(args.model), device=device or "cpu")
     check_predict_args(model, args.tile, args.output)
+    if args.runtime != "torch" and args.dask_scheduler:
+        raise CLIError("--dask-scheduler runs the torch runtime on the workers; "
+                       f"drop --runtime {args.runtime}")
+    model = with_runtime(model, args.runtime, tile_size=args.tile, batch_size=args.batch)
     if _streamed(args):
         return _predict_streamed(args, model, device)
     files = [f for path in args.input for f in image_files(path)]
@@ -91,8 +98,6 @@ def _streamed(args: argparse.Namespace) -> bool:
 
 def _predict_streamed(args: argparse.Namespace, model, device: str | None) -> int:
     """One input streamed tile by tile into one output file (docs/large-images.md)."""
-    from pathlib import Path
-
     from ..inference.streaming import predict_to_file
 
     if len(args.input) != 1:
@@ -126,6 +131,32 @@ def _predict_streamed(args: argparse.Namespace, model, device: str | None) -> in
         raise
     finally:
         bar.close()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import export_model
+    from ..io.images import read_image
+    from ..model.modelfile import load_model
+    from ..training import model_path
+
+    source = model_path(args.model)
+    model = load_model(source)
+    options = {}
+    if args.format == "bioimageio":
+        metrics = None
+        if args.metrics:
+            data = json.loads(Path(args.metrics).read_text())
+            metrics = {k: v for k, v in data.get("mean", data).items() if v is not None}
+        options = dict(name=args.name, authors=args.author, training_data=args.training_data,
+                       metrics=metrics, model_file=source,
+                       sample=read_image(args.sample) if args.sample else None)
+    elif any(v is not None for v in (args.name, args.author, args.training_data, args.metrics,
+                                     args.sample)):
+        raise CLIError("--name, --author, --training-data, --metrics and --sample apply to "
+                       "--format bioimageio only")
+    target = export_model(model, args.out, args.format, **options)
+    print(f"{source} -> {target} ({args.format})")
     return 0
 
 

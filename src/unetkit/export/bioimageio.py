@@ -44,7 +44,7 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..data import synthetic
 from ..data.normalize import Normalization
 from ..model import geometry

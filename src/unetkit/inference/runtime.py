@@ -71,6 +71,9 @@ class OnnxRuntimeModel(nn.Module):
         ort = _need_onnxruntime()
         self.config = model.config
         self.meta = dict(getattr(model, "meta", {}))
+        # not a submodule: no parameters to move or train, but the same state_dict, so that the
+        # streaming driver's model digest (resume check) is the source model's
+        object.__setattr__(self, "_source", model)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
@@ -80,6 +83,9 @@ class OnnxRuntimeModel(nn.Module):
     @property
     def margin(self) -> int:
         return geometry.margin(self.config.depth, self.config.padding)
+
+    def state_dict(self, *args, **kwargs):
+        return self._source.state_dict(*args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # onnxruntime reads C-contiguous NCHW: the tiler hands channels_last tensors

@@ -31,6 +31,7 @@ from ..data.normalize import Normalization
 from ..model import geometry
 from .engine import as_chw, input_affine, model_geometry, resolve_halo, run_tiles
 from .plan import DEFAULT_MEMORY_BUDGET, choose_tile_size, plan_tiles
+from .runtime import with_runtime
 
 __all__ = ["predict_tiled"]
 
@@ -51,6 +52,7 @@ def predict_tiled(
     normalization: Normalization | dict | None = None,
     softmax: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    runtime: str = "torch",
 ) -> Any:
     """Segment an image of any size tile by tile; the result equals whole-image inference.
 
@@ -72,6 +74,9 @@ def predict_tiled(
         normalization: overrides ``model.meta["normalization"]`` (see data/normalize.py).
         softmax: return softmax probabilities (True) or the raw network output (False).
         progress: called as ``progress(tiles_done, tiles_total)`` after each batch.
+        runtime: ``"torch"`` (eager), ``"onnxruntime"`` (the exported ONNX graph, CPU) or
+            ``"auto"`` (whichever measured faster for this network and tile; see
+            inference/runtime.py).  The output is the same to < 1e-4 whatever the runtime.
 
     Returns:
         ``out``, or a new (K, H, W) float32 numpy array: per-class probabilities.
@@ -87,6 +92,7 @@ def predict_tiled(
                                      memory_budget, halo, in_ch, n_cls)
         log.info("automatic tile size: %d", tile_size)
     geometry.check_input_size(tile_size, depth, padding)
+    model = with_runtime(model, runtime, tile_size=tile_size, batch_size=batch_size)
     tiles = plan_tiles((height, width), tile_size, depth, padding, halo)
     if out is None:
         out = np.zeros((n_cls, height, width), dtype=np.float32)

@@ -32,7 +32,7 @@ from ..inference.tiled import predict_tiled
 from ..io.images import write_tiff
 from ..model import geometry
 from ..model.modelfile import load_model
-from ..training.loop import MODEL, run_config, train
+from ..training import model_path, run_config, train
 
 __all__ = ["open_model", "segment", "train_layers", "image_array", "LayerData"]
 
@@ -44,12 +44,7 @@ _ZARR_CHUNK = 1024  # px per side of the lazy outputs' chunks (4 MiB of float32)
 
 def open_model(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
     """A model file, a bioimage.io zip written by unetkit, or a run folder (``model.safetensors``)."""
-    p = Path(path)
-    if p.is_dir():
-        if not (p / MODEL).is_file():
-            raise ValueError(f"{p}: a run folder holds {MODEL}; none found")
-        p = p / MODEL
-    return load_model(p, device=device)
+    return load_model(model_path(path), device=device)
 
 
 def image_array(data: Any, in_channels: int) -> Any:

@@ -23,13 +23,23 @@ from ..model.unet import UNet
 from .selection import Validator
 from .validation import validate
 
-__all__ = ["RunState", "load_checkpoint", "CONFIG", "MODEL", "LAST_MODEL", "CHECKPOINT", "METRICS",
-           "CURVES", "FINGERPRINT"]
+__all__ = ["RunState", "load_checkpoint", "model_path", "CONFIG", "MODEL", "LAST_MODEL",
+           "CHECKPOINT", "METRICS", "CURVES", "FINGERPRINT"]
 
 CONFIG, MODEL, LAST_MODEL = "config.yaml", "model.safetensors", "model_last.safetensors"
 CHECKPOINT, METRICS, CURVES = "checkpoint.pt", "metrics.csv", "curves.png"
 FINGERPRINT = "fingerprint.json"
 CHECKPOINT_VERSION = 1
+
+
+def model_path(path: str | Path) -> Path:
+    """A model file as given, or the ``model.safetensors`` of a run folder."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / MODEL).is_file():
+            raise ValueError(f"{p}: a run folder holds {MODEL}; none found")
+        return p / MODEL
+    return p
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
