@@ -8,5 +8,5 @@ from .loss import WeightedCrossEntropy, weighted_cross_entropy
 from .run_settings import UNLIMITED_ITERATIONS, learning_rate, run_config
 
 __all__ = ["train", "TrainingInterrupted", "run_config", "learning_rate", "load_checkpoint",
-           "model_path", "weighted_cross_entropy", "WeightedCrossEntropy", "UNLIMITED_ITERATIONS", "CHECKPOINT",
-           "MODEL", "LAST_MODEL", "METRICS", "CURVES", "CONFIG"]
+           "model_path", "weighted_cross_entropy", "WeightedCrossEntropy", "UNLIMITED_ITERATIONS",
+           "CHECKPOINT", "MODEL", "LAST_MODEL", "METRICS", "CURVES", "CONFIG"]
