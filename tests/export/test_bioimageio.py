@@ -56,7 +56,9 @@ def test_package_states_the_valid_convolution_geometry(package):
     assert [a["type"] for a in inp["axes"]] == ["batch", "channel", "space", "space"]
     assert inp["axes"][2]["size"] == {"min": 188, "step": 16}
     assert out["axes"][3]["size"] == {"tensor_id": "raw", "axis_id": "x", "offset": -184}
-    assert inp["preprocessing"][0]["id"] == "zero_mean_unit_variance"
+    mode = load_model(package).meta["normalization"]["mode"]
+    expected = {"per_image": "zero_mean_unit_variance", "percentile": "scale_range"}[mode]
+    assert inp["preprocessing"][0]["id"] == expected
     assert out["postprocessing"] == [{"id": "softmax", "kwargs": {"axis": "channel"}}]
     assert set(rdf["weights"]) == {"torchscript", "onnx", "pytorch_state_dict"}
     assert {"cover.png", "README.md", "unetkit_model.safetensors", "weights.onnx"} <= names

@@ -49,7 +49,8 @@ def test_predict_widget_adds_three_layers_from_a_worker(make_napari_viewer, qtbo
     names = [lyr.name for lyr in viewer.layers]
     assert names == ["nuclei", "nuclei probability", "nuclei labels", "nuclei instances"]
     ref = predict_tiled(load_model(model_file), image, tile_size=252)
-    np.testing.assert_array_equal(viewer.layers["nuclei probability"].data, 1 - ref[0])
+    # a worker thread may run torch with another OpenMP team: float rounding, not tiling
+    np.testing.assert_allclose(viewer.layers["nuclei probability"].data, 1 - ref[0], atol=1e-5)
     assert widget.progress.value == widget.progress.max > 0
     assert widget.run_button.enabled
 

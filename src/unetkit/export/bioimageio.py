@@ -17,7 +17,8 @@ The geometry is stated exactly.  Input height/width: ``ParameterizedSize(min, st
 ``min = geometry.min_legal_size`` and ``step = 2**depth`` (188 + 16 n for the paper network);
 output height/width: ``SizeReference`` to the input with ``offset = -2 * margin`` (-184), 0 for
 same padding.  The model's normalisation becomes the matching preprocessing (``per_image`` ->
-``zero_mean_unit_variance`` over y, x; ``range`` and ``dataset``, fixed affine maps ->
+``zero_mean_unit_variance`` over y, x; ``percentile`` -> ``scale_range`` over channel, y, x;
+``range`` and ``dataset``, fixed affine maps ->
 ``scale_linear`` per channel), and softmax over the channel axis the postprocessing: the weights
 output logits, exactly what the network computes.
 
@@ -100,11 +101,17 @@ def _check_sample(model: nn.Module, sample: np.ndarray) -> np.ndarray:
 
 def _preprocessing(norm: Normalization, dtype: np.dtype, channels: int) -> list[dict[str, Any]]:
     """The bioimage.io preprocessing that equals unetkit's normalisation of ``dtype`` pixels:
-    ``per_image`` statistics are the image's own (``zero_mean_unit_variance`` over y, x); every
-    other mode is a fixed per-channel affine map, taken from ``Normalization.affine`` itself."""
+    ``per_image`` statistics are the image's own (``zero_mean_unit_variance`` over y, x), so are
+    ``percentile``'s (``scale_range``); every other mode is a fixed per-channel affine map, taken
+    from ``Normalization.affine`` itself."""
     if norm.mode == "per_image":
         return [{"id": "zero_mean_unit_variance",
                  "kwargs": {"axes": ["y", "x"], "eps": float(norm.eps)}}]
+    if norm.mode == "percentile":  # jointly over channels, as unetkit computes them
+        return [{"id": "scale_range",
+                 "kwargs": {"axes": ["channel", "y", "x"], "eps": float(norm.eps),
+                            "min_percentile": float(norm.low_percentile),
+                            "max_percentile": float(norm.high_percentile)}}]
     if norm.mode == "none":
         return []
     scale, offset = norm.affine(np.zeros((channels, 1, 1), dtype), channels)

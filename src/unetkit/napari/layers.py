@@ -27,6 +27,7 @@ from torch import nn
 
 from ..inference.blockwise_labels import label_blocks
 from ..inference.instances import probabilities_to_instances
+from ..inference.postprocess import model_postprocess
 from ..inference.runtime import with_runtime
 from ..inference.tiled import predict_tiled
 from ..io.images import write_tiff
@@ -79,8 +80,8 @@ def segment(
     name: str = "image",
     tile_size: int | None = None,
     runtime: str = "torch",
-    threshold: float = 0.5,
-    min_size: int = 0,
+    threshold: float | None = None,
+    min_size: int | None = None,
     scratch: str | os.PathLike | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[LayerData]:
@@ -89,7 +90,9 @@ def segment(
     - ``"<name> probability"`` (image): foreground probability ``1 - p(class 0)``, float32;
     - ``"<name> labels"`` (labels): class index per pixel;
     - ``"<name> instances"`` (labels): connected components of ``probability > threshold``
-      with at least ``min_size`` px (block by block for lazy images: the same partition).
+      with at least ``min_size`` px (block by block for lazy images: the same partition);
+      ``None``: the model file's choice (``inference.postprocess.model_postprocess``, as
+      ``unetkit predict``).
 
     ``scratch``: folder for the lazy outputs of lazy images (default: a new temporary folder,
     left for napari to read; its path is in the layers' metadata).  ``progress(done, total)``
@@ -100,11 +103,12 @@ def segment(
     lazy = not isinstance(image, np.ndarray)
     height, width = image.shape[-2:]
     net = with_runtime(model, runtime, tile_size=tile_size)
+    pp = model_postprocess(model, threshold, min_size)
     if not lazy:
         prob = predict_tiled(net, image, tile_size=tile_size, progress=progress)
         labels = prob.argmax(axis=0).astype(np.uint8 if cfg.num_classes <= 256 else np.uint16)
         fg = 1.0 - prob[0]
-        instances = probabilities_to_instances(fg, threshold=threshold, min_size=min_size)
+        instances = probabilities_to_instances(fg, threshold=pp.threshold, min_size=pp.min_size)
         meta: dict[str, Any] = {}
     else:
         folder = Path(scratch) if scratch is not None else Path(tempfile.mkdtemp(prefix="unetkit-"))
@@ -115,7 +119,7 @@ def segment(
         fg = 1.0 - prob_lazy[0]
         labels = prob_lazy.argmax(axis=0).astype(np.uint8 if cfg.num_classes <= 256 else np.uint16)
         inst = _lazy_out((height, width), "uint32", folder, f"{name}-instances")
-        label_blocks(fg > threshold, inst, (_ZARR_CHUNK, _ZARR_CHUNK), min_size=min_size)
+        label_blocks(fg > pp.threshold, inst, (_ZARR_CHUNK, _ZARR_CHUNK), min_size=pp.min_size)
         instances = da.from_zarr(inst)
         meta = {"scratch": str(folder)}
     m = geometry.margin(cfg.depth, cfg.padding)

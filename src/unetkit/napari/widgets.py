@@ -48,8 +48,11 @@ class PredictWidget(Container):
         self.image = ComboBox(label="image", choices=self._images)
         self.runtime = ComboBox(label="runtime", choices=list(RUNTIMES), value="torch")
         self.tile = SpinBox(label="tile (0: auto)", value=0, min=0, max=4096, step=16)
-        self.threshold = FloatSpinBox(label="threshold", value=0.5, min=0.01, max=0.99, step=0.05)
-        self.min_size = SpinBox(label="min object px", value=0, min=0, max=100000)
+        # 0: the model file's choice (made on validation data when it was trained)
+        self.threshold = FloatSpinBox(label="threshold (0: model's)", value=0.0, min=0.0,
+                                      max=0.99, step=0.05)
+        self.min_size = SpinBox(label="min object px (-1: model's)", value=-1, min=-1,
+                                max=100000)
         self.progress = ProgressBar(label="tiles", value=0, min=0, max=1)
         self.run_button = PushButton(text="Segment")
         self.status = Label(value="")
@@ -97,8 +100,9 @@ class PredictWidget(Container):
         self.status.value = f"segmenting {layer.name} ..."
         self.worker = create_worker(
             segment, model, layer.data, name=layer.name, tile_size=self.tile.value or None,
-            runtime=self.runtime.value, threshold=self.threshold.value,
-            min_size=self.min_size.value, progress=self._relay.tiles.emit)
+            runtime=self.runtime.value, threshold=self.threshold.value or None,
+            min_size=None if self.min_size.value < 0 else self.min_size.value,
+            progress=self._relay.tiles.emit)
         self.worker.returned.connect(self._add)
         self.worker.errored.connect(self._failed)
         self.worker.start()
