@@ -11,23 +11,19 @@ import json
 import sys
 from pathlib import Path
 
+from ..io.paths import check_output_dir, check_output_file, writable_ancestor
 from ..model import geometry
+from .errors import CLIError, user_error
 from .progress import ProgressBar, TileBar, train_progress
 
 __all__ = ["CLIError", "cmd_predict", "cmd_demo", "cmd_evaluate", "cmd_train", "cmd_sizes",
            "cmd_info", "format_table"]
 
 
-class CLIError(Exception):
-    """An error to report in one line."""
+def _device(name: str | None) -> str:
+    from ..model.device import check_device
 
-
-def _device(name: str | None) -> str | None:
-    import torch
-
-    if name and name.startswith("cuda") and not torch.cuda.is_available():
-        raise CLIError(f"device {name!r} requested but CUDA is not available on this machine")
-    return name
+    return check_device(name)
 
 
 def cmd_sizes(args: argparse.Namespace) -> int:
@@ -51,35 +47,76 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..inference.files import check_predict_args, predict_file
+    from ..inference.files import check_predict_args, plan_batch, predict_file
     from ..inference.runtime import with_runtime
     from ..io.images import image_files
     from ..model.modelfile import load_model
     from ..training import model_path
 
+    if args.memory_budget <= 0:
+        raise CLIError(f"--memory-budget {args.memory_budget:g}: must be > 0 (MiB)")
+    if args.skip_existing and args.overwrite:
+        raise CLIError("give either --overwrite or --skip-existing, not both")
     device = _device(args.device)
-    model = load_model(model_path(args.model), device=device or "cpu")
-    check_predict_args(model, args.tile, args.output)
+    streamed = _streamed(args)
+    if streamed:  # existing outputs: the sink's checks (complete, interrupted, --resume)
+        writable_ancestor(Path(args.out).resolve().parent)
+    else:
+        check_output_dir(args.out)
+    model = load_model(model_path(args.model), device=device)
+    check_predict_args(model, args.tile, args.output, args.threshold, args.min_size, args.batch)
+    in_channels = model.config.in_channels
     if args.runtime != "torch" and args.dask_scheduler:
         raise CLIError("--dask-scheduler runs the torch runtime on the workers; "
                        f"drop --runtime {args.runtime}")
     model = with_runtime(model, args.runtime, tile_size=args.tile, batch_size=args.batch)
-    if _streamed(args):
+    if streamed:
         return _predict_streamed(args, model, device)
     files = [f for path in args.input for f in image_files(path)]
-    bar = ProgressBar()
+    jobs, problems, skipped = plan_batch(files, args.out, in_channels,
+                                         overwrite=args.overwrite,
+                                         skip_existing=args.skip_existing)
+    if len(files) == 1 and problems:
+        raise CLIError(problems[0])
+    for text in problems:  # every input checked before the first compute
+        print(f"unetkit: error: {text}", file=sys.stderr)
+    for f in skipped:
+        _say(args, f"{f}: output exists, skipped (--skip-existing)")
+    failed = [*problems]
+    bar = ProgressBar(quiet=args.quiet)
     try:
-        for f in files:
+        for f, _ in jobs:
             bar.desc = f.name
-            target = predict_file(model, f, args.out, output=args.output, tile=args.tile,
-                                  batch=args.batch, tta=args.tta, device=device,
-                                  overwrite=args.overwrite, progress=bar,
-                                  instances={"threshold": args.threshold, "method": args.method,
-                                             "min_size": args.min_size})
-            bar.write(f"{f} -> {target}")
+            try:
+                target = predict_file(model, f, args.out, output=args.output, tile=args.tile,
+                                      batch=args.batch, tta=args.tta, device=device,
+                                      overwrite=args.overwrite, progress=bar,
+                                      memory_budget=int(args.memory_budget * 2**20),
+                                      instances={"threshold": args.threshold,
+                                                 "method": args.method,
+                                                 "min_size": args.min_size})
+            except Exception as exc:  # a bad file in a batch: say so, go on with the others
+                message = user_error(exc)
+                if message is None or len(files) == 1:
+                    raise
+                bar.write(f"unetkit: error: {message}", err=True)
+                failed.append(message)
+                continue
+            if not args.quiet:
+                bar.write(f"{f} -> {target}")
     finally:
         bar.close()
+    if failed:
+        done = len(jobs) + len(problems) - len(failed)
+        print(f"unetkit: error: {len(failed)} of {len(files)} input(s) failed, {done} "
+              f"predicted, {len(skipped)} skipped (messages above)", file=sys.stderr)
+        return 2
     return 0
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text)
 
 
 def _streamed(args: argparse.Namespace) -> bool:
@@ -107,7 +144,7 @@ def _predict_streamed(args: argparse.Namespace, model, device: str | None) -> in
     kwargs = dict(output=args.output, axes=args.axes, tile_size=args.tile, batch_size=args.batch,
                   tta=args.tta, resume=args.resume, overwrite=args.overwrite,
                   threshold=args.threshold, min_size=args.min_size, method=args.method)
-    bar = TileBar()
+    bar = TileBar(quiet=args.quiet)
     bar.desc = Path(source).name
     try:
         if args.dask_scheduler:
@@ -124,7 +161,8 @@ def _predict_streamed(args: argparse.Namespace, model, device: str | None) -> in
         else:
             target = predict_to_file(model, source, args.out, device=device, progress=bar,
                                      **kwargs)
-        bar.write(f"{source} -> {target}")
+        if not args.quiet:
+            bar.write(f"{source} -> {target}")
     except KeyboardInterrupt:
         bar.close()
         print(f"unetkit: {args.out} is partial; finish it with --resume", file=sys.stderr)
@@ -166,7 +204,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..metrics.arrays import threshold_range
 
     thresholds = threshold_range(*args.thresholds) if args.thresholds else None
-    bar = ProgressBar(unit="image")
+    if args.json:  # before the scoring, not after it
+        check_output_file(args.json, overwrite=args.overwrite)
+    bar = ProgressBar(unit="image", quiet=args.quiet)
     bar.desc = "evaluate"
     try:
         result = evaluate_files(args.pred, args.truth, args.metrics, thresholds,
@@ -177,7 +217,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps(_nan_to_null(result), indent=2, allow_nan=False))
-        print(f"wrote {args.json}")
+        _say(args, f"wrote {args.json}")
     return 0
 
 
@@ -220,16 +260,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..training import TrainingInterrupted, run_config, train
     from ..training.distributed import launched_rank
 
-    device = _device(args.device) or "cpu"
+    device = _device(args.device)
+    check_output_dir(args.out)  # before config.yaml or anything else is written
     cfg = run_config(args.out, config_file=args.config, preset_name=args.preset,
                      overrides=args.set, seed=args.seed, minutes=args.minutes,
                      iterations=args.iterations, resume=args.resume)
     main = launched_rank() == 0  # under torchrun rank 0 alone reports (and writes the run)
-    bar = ProgressBar(unit="it")
+    bar = ProgressBar(unit="it", quiet=args.quiet)
     bar.desc = "train"
     progress = train_progress(bar) if main else None
 
     def announce(fingerprint: dict, choices: dict) -> None:
+        if args.quiet:
+            return
         bar.write(format_fingerprint(fingerprint))
         for key, choice in choices.items():
             bar.write(f"  {key} = {choice['value']}: {choice['reason']}")
@@ -261,10 +304,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo.run import DemoSettings, run_demo
 
     settings = DemoSettings(minutes=args.minutes, large_size=args.size, seed=args.seed,
-                            tta=args.tta, device=_device(args.device) or "cpu",
+                            tta=args.tta, device=_device(args.device),
                             iterations=args.iterations, train_images=args.train_images,
                             image_size=args.image_size)
-    train_bar, predict_bar = ProgressBar(unit="it"), ProgressBar(unit="tile")
+    check_output_dir(args.out)
+    train_bar = ProgressBar(unit="it", quiet=args.quiet)
+    predict_bar = ProgressBar(unit="tile", quiet=args.quiet)
     train_bar.desc, predict_bar.desc = "train", "predict"
     try:
         result = run_demo(args.out, settings, train_progress=train_progress(train_bar),

@@ -23,7 +23,8 @@ from torch import nn
 
 from ..data.normalize import Normalization
 from ..model import geometry
-from .plan import STREAM_MEMORY_BUDGET, Tile, choose_tile_size, plan_tiles, region_tiles
+from .plan import (STREAM_MEMORY_BUDGET, Tile, choose_tile_size, fit_tile_size, plan_tiles,
+                   region_tiles)
 
 __all__ = [
     "run_tiles",
@@ -252,15 +253,22 @@ class TileRunner:
         if self.tile_size is not None:
             geometry.check_input_size(self.tile_size, depth, padding)
         self.device = torch.device(self.device) if self.device else model_device(self.model)
+        self._fitted = False
 
     def resolve_tile(self, shape: tuple[int, int]) -> int:
-        """The tile size for an (H, W) image: the given one, or ``predict_tiled``'s choice."""
+        """The tile size for an (H, W) image: the given one (capped to the image and checked
+        against ``memory_budget``, as in ``predict_tiled``), or ``predict_tiled``'s choice."""
+        if self.tile_size is not None and not self._fitted:
+            self.tile_size = fit_tile_size(shape, self.tile_size, self.depth, self.base,
+                                           self.padding, self.batch_size, self.memory_budget,
+                                           self.halo, self.in_channels)
         if self.tile_size is None:
             self.tile_size = choose_tile_size(shape, self.depth, self.base, self.padding,
                                               self.batch_size, self.memory_budget,
                                               halo=self.halo,
                                               in_channels=self.in_channels,
                                               num_classes=self.num_classes)
+        self._fitted = True
         return self.tile_size
 
     @property

@@ -26,11 +26,12 @@ from torch import nn
 from ..model import geometry
 from .instances import probabilities_to_instances
 from .postprocess import clean_mask, model_postprocess
-from ..io.images import read_stack, write_tiff
-from .plan import check_output_kind
+from ..io.images import read_stack, stack_shape, tiff_metadata, write_tiff
+from .plan import DEFAULT_MEMORY_BUDGET, check_output_kind
+from .streaming import predict_to_file
 from .tiled import predict_tiled
 
-__all__ = ["check_predict_args", "predict_file", "output_path"]
+__all__ = ["check_predict_args", "predict_file", "output_path", "plan_batch", "held_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +39,71 @@ def output_path(out_dir: str | os.PathLike, input_path: str | os.PathLike) -> Pa
     return Path(out_dir) / f"{Path(input_path).stem}.tif"
 
 
-def check_predict_args(model: nn.Module, tile: int | None, output: str) -> None:
-    """Fail before any work: illegal tile for this model, unknown output kind."""
+def check_predict_args(model: nn.Module, tile: int | None, output: str,
+                       threshold: float | None = None, min_size: int | None = None,
+                       batch: int = 1) -> None:
+    """Fail before any work: illegal tile for this model, unknown output kind, a threshold
+    outside [0, 1), a negative min_size, a batch below 1."""
     check_output_kind(output)
+    if threshold is not None and not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold {threshold:g}: must be in [0, 1) (a foreground probability)")
+    if min_size is not None and min_size < 0:
+        raise ValueError(f"min_size {min_size}: must be >= 0 (pixels)")
+    if batch < 1:
+        raise ValueError(f"batch {batch}: must be >= 1")
     if tile is not None:
         cfg = model.config
+        smallest = geometry.min_tile_size(cfg.depth, cfg.padding)
+        if tile < smallest:  # before the legality check, whose nearest size may be too small
+            raise ValueError(f"tile {tile}: too small to tile with; use at least {smallest}")
         geometry.check_input_size(tile, cfg.depth, cfg.padding)
-        if geometry.tile_stride(tile, cfg.depth, cfg.padding) < 2**cfg.depth:
-            raise ValueError(
-                f"tile {tile} is too small to tile with; use at least "
-                f"{geometry.min_tile_size(cfg.depth, cfg.padding)}"
-            )
+
+
+def held_bytes(shape: tuple[int, int, int, int], itemsize: int, num_classes: int) -> int:
+    """Memory :func:`predict_file` holds for an ``(N, C, H, W)`` input: the stack, one slice's
+    float32 probabilities and the outputs (at most one float32 per class and pixel)."""
+    n, c, h, w = shape
+    return n * c * h * w * itemsize + num_classes * h * w * 4 * (1 + n)
+
+
+def plan_batch(files: list[Path], out_dir: str | os.PathLike, in_channels: int, *,
+               overwrite: bool = False, skip_existing: bool = False
+               ) -> tuple[list[tuple[Path, Path]], list[str], list[Path]]:
+    """Check every input of a batch before the first compute.
+
+    Returns ``(jobs, problems, skipped)``: ``(input, output)`` pairs to compute; one message
+    per input that cannot be (unreadable, wrong channel count, output exists, two inputs with
+    the same stem and so the same output); inputs whose output exists (``skip_existing``).
+    """
+    by_target: dict[Path, list[Path]] = {}
+    for f in files:
+        by_target.setdefault(output_path(out_dir, f), []).append(f)
+    jobs, problems, skipped = [], [], []
+    for f in files:
+        target = output_path(out_dir, f)
+        same = [g for g in by_target[target] if g != f]
+        if same:
+            problems.append(f"{f}: same stem as {', '.join(map(str, same))}: both would be "
+                            f"written to {target}; rename one or predict them into different "
+                            f"folders")
+            continue
+        if target.exists() and skip_existing:
+            skipped.append(f)
+            continue
+        if target.exists() and not overwrite:
+            problems.append(f"{target}: output exists (use --overwrite to replace it or "
+                            f"--skip-existing to keep it)")
+            continue
+        try:
+            c = stack_shape(f)[1]
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        if c != in_channels:
+            problems.append(f"{f}: image has {c} channel(s), the model expects {in_channels}")
+            continue
+        jobs.append((f, target))
+    return jobs, problems, skipped
 
 
 def predict_file(
@@ -62,18 +117,33 @@ def predict_file(
     tta: bool = False,
     device: str | None = None,
     overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[..., None] | None = None,
     instances: dict | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> Path:
     """Segment every slice of one image file and write ``<out_dir>/<stem>.tif``; return its path.
 
     ``instances``: options of :func:`probabilities_to_instances` (threshold, method, min_size);
     a threshold or min_size of None (or absent) takes the model file's post-processing.
+
+    Memory: an input whose stack and probabilities (:func:`held_bytes`) exceed
+    ``memory_budget`` is streamed tile by tile from disk into the output TIFF
+    (:func:`unetkit.inference.streaming.predict_to_file`, needs the ``[dask]`` extra's zarr;
+    TIFF inputs only) instead of held; its labels then keep objects of every size, as in
+    streaming.  Otherwise the output keeps the input's slice axes (Z, T...), pixel size and
+    ImageJ metadata, and labels carry their display range (visible in Fiji).
     """
-    check_predict_args(model, tile, output)
+    opts = dict(instances or {})
+    check_predict_args(model, tile, output, opts.get("threshold"), opts.get("min_size"), batch)
     target = output_path(out_dir, path)
     if target.exists() and not overwrite:
         raise ValueError(f"{target}: output exists (use --overwrite to replace it)")
+    shape = stack_shape(path)
+    itemsize = 4  # upper bound before reading: pixel types up to 32 bits
+    if held_bytes(shape, itemsize, model.config.num_classes) > memory_budget and \
+            Path(path).suffix.lower() in (".tif", ".tiff"):
+        return _stream_file(model, path, target, output, tile, batch, tta, device, overwrite,
+                            progress, opts)
     stack = read_stack(path)  # (N, C, H, W)
     n, c = stack.shape[:2]
     if c != model.config.in_channels:
@@ -105,8 +175,29 @@ def predict_file(
         else:
             results.append(prob)
     data = results[0] if n == 1 else np.stack(results)  # mixed uint16/uint32 stack as uint32
-    axes = ("CYX" if output == "probabilities" else "YX")
-    axes = axes if n == 1 else "Q" + axes
-    write_tiff(target, data, axes=axes)
+    meta = tiff_metadata(path)
+    slices = meta.get("axes", "") if n > 1 else ""
+    if n > 1 and len(slices) != 1:  # several slice axes were read as one: keep them apart
+        sizes = meta.get("slice_shape")
+        if sizes and int(np.prod(sizes)) == n and len(sizes) == len(slices):
+            data = data.reshape(*sizes, *data.shape[1:])
+        else:
+            slices = "Q"
+    axes = slices + ("CYX" if output == "probabilities" else "YX")
+    display = None if output == "probabilities" else (0, max(int(data.max()), 1))
+    write_tiff(target, data, axes=axes, display_range=display,
+               resolution=meta.get("resolution"), imagej=meta.get("imagej"))
     log.info("wrote %s", target)
     return target
+
+
+def _stream_file(model: nn.Module, path: str | os.PathLike, target: Path, output: str,
+                 tile: int | None, batch: int, tta: bool, device: str | None, overwrite: bool,
+                 progress: Callable[..., None] | None, opts: dict) -> Path:
+    """``predict_file`` for an input too large to hold: streamed tile by tile into ``target``."""
+    log.info("%s: larger than the memory budget, streamed tile by tile", path)
+    method = opts.get("method", "components")
+    return predict_to_file(model, path, target, output=output, tile_size=tile, batch_size=batch,
+                           tta=tta, device=device, overwrite=overwrite,
+                           threshold=opts.get("threshold"), min_size=opts.get("min_size"),
+                           method=method, progress=progress)

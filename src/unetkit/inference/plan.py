@@ -26,6 +26,7 @@ __all__ = [
     "region_tiles",
     "context",
     "choose_tile_size",
+    "fit_tile_size",
     "estimate_memory",
     "DEFAULT_MEMORY_BUDGET",
     "STREAM_MEMORY_BUDGET",
@@ -191,6 +192,48 @@ def choose_tile_size(
             f"({smallest}) needs about {need / 2**20:.0f} MiB at batch size {batch_size}"
         )
     return best[1]
+
+
+def needed_tile_size(shape: tuple[int, int], depth: int = 4, padding: str = "valid",
+                     halo: int = 0) -> int:
+    """The smallest legal tile that covers an ``(H, W)`` image in one tile (no larger helps)."""
+    for size in geometry.legal_input_sizes(depth, 1 << 30, padding):
+        if (size >= geometry.min_tile_size(depth, padding, halo)
+                and geometry.tile_stride(size, depth, padding, halo) >= max(shape)):
+            return size
+    raise AssertionError("unreachable: legal sizes are unbounded")
+
+
+def fit_tile_size(
+    shape: tuple[int, int],
+    size: int,
+    depth: int = 4,
+    base_channels: int = 64,
+    padding: str = "valid",
+    batch_size: int = 1,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    halo: int = 0,
+    in_channels: int = 1,
+) -> int:
+    """An explicit tile ``size``, capped to what the image needs and checked against the budget.
+
+    A tile larger than the one that covers the image only costs memory and time: it is reduced
+    to that one (the output does not depend on the tile).  A tile whose estimated activations
+    exceed ``memory_budget`` raises ValueError naming the largest that fits.
+    """
+    size = min(size, needed_tile_size(shape, depth, padding, halo))
+    need = estimate_memory(size, depth, base_channels, padding, batch_size, in_channels)
+    if need > memory_budget:
+        fits = [s for s in geometry.legal_input_sizes(depth, size, padding)
+                if s >= geometry.min_tile_size(depth, padding, halo)
+                and estimate_memory(s, depth, base_channels, padding, batch_size,
+                                    in_channels) <= memory_budget]
+        hint = f"use --tile {fits[-1]} or less" if fits else "lower --batch"
+        raise ValueError(
+            f"tile {size}: needs about {need / 2**20:.0f} MiB at batch size {batch_size}, over "
+            f"the memory budget of {memory_budget / 2**20:.0f} MiB; {hint} (or raise the budget)"
+        )
+    return size
 
 
 #: What a prediction writes, for every driver: class indices, per-class probabilities, objects.

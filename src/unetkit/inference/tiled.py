@@ -30,7 +30,7 @@ from torch import nn
 from ..data.normalize import Normalization
 from ..model import geometry
 from .engine import as_chw, input_affine, model_geometry, resolve_halo, run_tiles
-from .plan import DEFAULT_MEMORY_BUDGET, choose_tile_size, plan_tiles
+from .plan import DEFAULT_MEMORY_BUDGET, choose_tile_size, fit_tile_size, plan_tiles
 from .runtime import with_runtime
 
 __all__ = ["predict_tiled"]
@@ -70,7 +70,9 @@ def predict_tiled(
             network (92 px at depth 4, rounded up to 96).  With a halo that covers the receptive
             field, the zero padding at tile edges never reaches a kept pixel and stitching is
             exact to float rounding (measured: 3e-6); a narrower halo is faster but not exact.
-        memory_budget: bytes of activations allowed for the tiles in flight (``tile_size=None``).
+        memory_budget: bytes of activations allowed for the tiles in flight: bounds the automatic
+            tile; an explicit ``tile_size`` over it is an error (one larger than the image
+            needs is first reduced to the one that covers it).
         normalization: overrides ``model.meta["normalization"]`` (see data/normalize.py).
         softmax: return softmax probabilities (True) or the raw network output (False).
         progress: called as ``progress(tiles_done, tiles_total)`` after each batch.
@@ -91,7 +93,14 @@ def predict_tiled(
         tile_size = choose_tile_size((height, width), depth, base, padding, batch_size,
                                      memory_budget, halo, in_ch, n_cls)
         log.info("automatic tile size: %d", tile_size)
-    geometry.check_input_size(tile_size, depth, padding)
+    else:
+        geometry.check_input_size(tile_size, depth, padding)
+        capped = fit_tile_size((height, width), tile_size, depth, base, padding, batch_size,
+                               memory_budget, halo, in_ch)
+        if capped != tile_size:
+            log.info("tile %d capped to %d, enough for a %dx%d image", tile_size, capped,
+                     height, width)
+        tile_size = capped
     model = with_runtime(model, runtime, tile_size=tile_size, batch_size=batch_size)
     tiles = plan_tiles((height, width), tile_size, depth, padding, halo)
     if out is None:

@@ -75,11 +75,27 @@ def save_model(path: str | os.PathLike, model: UNet, meta: dict[str, Any] | None
     return Path(path)
 
 
+#: The model file inside a training run folder (``--model run/`` means ``run/model.safetensors``).
+RUN_MODEL = "model.safetensors"
+
+
+def model_path(path: str | os.PathLike) -> Path:
+    """``path`` itself, or ``path/model.safetensors`` when ``path`` is a training run folder."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / RUN_MODEL).is_file():
+            raise ModelFileError(f"{p}: folder holds no {RUN_MODEL} (give a model file or a "
+                                 f"training run folder)")
+        return p / RUN_MODEL
+    return p
+
+
 @contextmanager
 def _model_source(path: str | os.PathLike) -> Iterator[Path]:
-    """The safetensors file to read: ``path`` itself, or the unetkit model file inside a
-    bioimage.io zip (extracted to a temporary folder for the duration)."""
-    p = Path(path)
+    """The safetensors file to read: ``path`` itself, a run folder's ``model.safetensors``, or
+    the unetkit model file inside a bioimage.io zip (extracted to a temporary folder for the
+    duration)."""
+    p = model_path(path)
     if not (p.is_file() and zipfile.is_zipfile(p)):
         yield p
         return
