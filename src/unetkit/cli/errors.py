@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 __all__ = ["CLIError", "user_error"]
 
 # Torch's words for an allocation that failed (CPU allocator, CUDA, MPS).
 _OOM_WORDS = ("can't allocate memory", "out of memory", "not enough memory")
+
+
+# np.float32(nan), np.int64(3), np.str_('a'): numpy scalar reprs that reached a message
+_NUMPY_REPR = re.compile(r"np\.(?:float|int|uint|bool|str|complex)\w*\((.*?)\)")
 
 
 class CLIError(Exception):
@@ -37,4 +42,4 @@ def user_error(exc: BaseException) -> str | None:
         text = f"{what}: {why}" if what else why
     else:
         return None
-    return " ".join(text.split())  # one line, whatever the message held
+    return " ".join(_NUMPY_REPR.sub(r"\1", text).split())  # one line, no numpy reprs

@@ -70,7 +70,7 @@ def as_int_labels(labels: np.ndarray) -> np.ndarray:
     if labels.dtype.kind == "f":
         bad = labels[~np.isfinite(labels) | (labels != np.round(labels))]
         if bad.size:
-            raise ValueError(f"labels must be integers, found value {bad.flat[0]!r}")
+            raise ValueError(f"labels must be integers, found value {float(bad.flat[0]):g}")
     elif labels.dtype.kind not in "iu":
         raise ValueError(f"labels must be an integer or bool array, got dtype {labels.dtype}")
     out = labels.astype(np.int64)

@@ -247,7 +247,9 @@ def weight_map(
     if kind == "binary" or (kind == "auto" and is_binary_values(np.unique(labels))):
         values = np.unique(labels)
         if not is_binary_values(values):
-            raise ValueError(f"binary labels must be 0/1 or 0/255, found value {values[-1]}")
+            bad = [v for v in values.tolist() if v not in (0, 1, 255)] or values.tolist()[-1:]
+            raise ValueError(f"binary labels must be 0/1 or 0/255, found value(s) "
+                             f"{', '.join(map(str, bad[:5]))}")
         if target is None:  # a mask is its own target (as in build_targets): no extra borders
             target = (labels > 0).astype(np.int64)
         labels, _ = ndimage.label(labels > 0, structure=_FOUR)
@@ -279,6 +281,19 @@ def _components_per_class(classes: np.ndarray) -> np.ndarray:
         objects[comp > 0] = comp[comp > 0] + next_id
         next_id += count
     return objects
+
+
+def _class_range_message(values: list[int], num_classes: int) -> str:
+    """Why class values are out of range, and what to do: a 0/255 mask with stray values
+    (anti-aliasing, resizing) is named as such rather than blamed on its 255."""
+    stray = [v for v in values if v not in (0, 1, 255)]
+    if 255 in values and stray and len(stray) <= 3:
+        return (f"labels look like a 0/255 mask with stray value(s) "
+                f"{', '.join(map(str, stray))} (anti-aliased or resized?): make them 0/255, or "
+                f"number classes 0..{num_classes - 1}")
+    top = max(values)
+    return (f"class value {top} out of range for num_classes={num_classes}: set "
+            f"model.num_classes to {top + 1} (--set model.num_classes={top + 1}) if it is a class")
 
 
 def build_targets(
@@ -319,9 +334,7 @@ def build_targets(
         objects = clean
     else:  # classes
         if num_classes is not None and clean.size and clean.max() >= num_classes:
-            raise ValueError(
-                f"class value {clean.max()} out of range for num_classes={num_classes}"
-            )
+            raise ValueError(_class_range_message(np.unique(clean).tolist(), num_classes))
         target = clean
         objects = _components_per_class(clean)
     weights = weight_map(

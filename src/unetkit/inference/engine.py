@@ -78,8 +78,24 @@ class _ChannelView:
         return np.asarray(self.array[key[1:]])[None]
 
 
-def as_chw(image: Any, in_channels: int) -> Any:
+def as_chw(image: Any, in_channels: int, axes: str | None = None) -> Any:
+    """``(H, W)``, ``(C, H, W)`` or, with ``axes="YXC"``, ``(H, W, C)`` -> a ``(C, H, W)`` view.
+
+    numpy arrays, array-likes (memmap, zarr: read lazily) and torch tensors (copied to the
+    CPU) are accepted.  ``axes``: ``"YX"``, ``"CYX"``, ``"YXC"`` or None (from ``ndim``).
+    """
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
     shape = tuple(getattr(image, "shape", ()))
+    if axes is not None:
+        axes = axes.upper()
+        if axes not in ("YX", "CYX", "YXC"):
+            raise ValueError(f"axes {axes!r}: use YX, CYX or YXC")
+        if len(axes) != len(shape):
+            raise ValueError(f"axes {axes!r} do not match an image of shape {shape}")
+        if axes == "YXC":
+            image = np.moveaxis(np.asarray(image), -1, 0)
+            shape = image.shape
     if len(shape) == 2:
         view = _ChannelView(image)
     elif len(shape) == 3:
@@ -87,9 +103,10 @@ def as_chw(image: Any, in_channels: int) -> Any:
     else:
         raise ValueError(f"image must be (H, W) or (C, H, W), got shape {shape}")
     if view.shape[0] != in_channels:
-        raise ValueError(
-            f"image has {view.shape[0]} channel(s) (shape {shape}), the model expects {in_channels}"
-        )
+        hint = (' (channels last? pass axes="YXC")' if axes is None and len(shape) == 3
+                and shape[-1] == in_channels else "")
+        raise ValueError(f"image has {view.shape[0]} channel(s) (shape {shape}), the model "
+                         f"expects {in_channels}{hint}")
     if min(view.shape[1:]) < 1:
         raise ValueError(f"image is empty: shape {shape}")
     if not (np.issubdtype(view.dtype, np.number) or view.dtype == np.bool_):

@@ -135,11 +135,14 @@ def region_tiles(y0: int, x0: int, h: int, w: int, tile_size: int, depth: int = 
 
 def estimate_memory(size: int, depth: int, base_channels: int, padding: str = "valid",
                     batch_size: int = 1, in_channels: int = 1) -> int:
-    """Estimated peak activation bytes of a no-grad forward pass on ``batch_size`` tiles.
+    """Estimated peak bytes of a no-grad forward pass on ``batch_size`` tiles (float32).
 
-    The skip connections of every level stay alive until the expanding path consumes them; on top
-    of those, the largest stage holds its input, its output and (in the expanding path) the
-    concatenation.  float32 throughout.
+    Three parts: the skip connections of every level, alive until the expanding path consumes
+    them; the largest stage (its input, its output and, in the expanding path, the
+    concatenation); and the convolution library's working copies at full resolution (oneDNN
+    reorders feature maps into a blocked layout, channels padded to 16): measured as 1.6
+    first-level feature maps of ``max(base_channels, 16)`` channels.  Without that last part the
+    estimate was 2x below the measured peak (tests/inference/test_memory.py checks 25 %).
     """
     sizes = dict(geometry.iter_level_sizes(size, depth, padding))
     ch = [base_channels * 2**lvl for lvl in range(depth + 1)]
@@ -149,7 +152,8 @@ def estimate_memory(size: int, depth: int, base_channels: int, padding: str = "v
         + [3 * ch[lvl] * sizes[f"up{lvl}.upconv"] ** 2 + ch[lvl] * sizes[f"up{lvl}.conv1"] ** 2
            for lvl in range(depth)]
     )
-    return 4 * batch_size * (skips + peak_stage)
+    workspace = 1.6 * max(base_channels, 16) * sizes["down0.conv1"] ** 2
+    return int(4 * batch_size * (skips + peak_stage + workspace))
 
 
 def choose_tile_size(

@@ -53,12 +53,15 @@ def predict_tiled(
     softmax: bool = True,
     progress: Callable[[int, int], None] | None = None,
     runtime: str = "torch",
+    axes: str | None = None,
 ) -> Any:
     """Segment an image of any size tile by tile; the result equals whole-image inference.
 
     Args:
         model: a :class:`unetkit.UNet` (or any module with the same ``config``).
-        image: (H, W) or (C, H, W) array-like: numpy array, memmap, zarr array... read lazily.
+        image: (H, W) or (C, H, W) array-like: numpy array, memmap, zarr array... read lazily;
+            or a torch tensor; with ``axes="YXC"`` a channels-last (H, W, C) array (PIL,
+            skimage).
         tile_size: input tile edge, legal for the model (572 for the paper network); None picks
             the cheapest legal tile under ``memory_budget`` (module docstring).
         batch_size: tiles per forward pass.
@@ -79,12 +82,13 @@ def predict_tiled(
         runtime: ``"torch"`` (eager), ``"onnxruntime"`` (the exported ONNX graph, CPU) or
             ``"auto"`` (whichever measured faster for this network and tile; see
             inference/runtime.py).  The output is the same to < 1e-4 whatever the runtime.
+        axes: ``"YX"``, ``"CYX"`` or ``"YXC"``; None: (H, W) or (C, H, W) by ``ndim``.
 
     Returns:
         ``out``, or a new (K, H, W) float32 numpy array: per-class probabilities.
     """
     depth, padding, in_ch, n_cls, base = model_geometry(model)
-    src = as_chw(image, in_ch)
+    src = as_chw(image, in_ch, axes)
     _, height, width = src.shape
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 
-from ..config import Config, dump, from_dict
+from ..config import Config, dump, from_dict, preset
 from ..data.dataset import Prefetcher, Prepared, TileSampler
 from ..data.workers import ParallelPrefetcher
 from ..io.images import atomic_path
@@ -75,15 +75,16 @@ class TrainingInterrupted(Exception):
         self.signal_name, self.step, self.run_dir = signal_name, step, run_dir
 
 
-def train(config: Config, images, labels, out_dir, *, val_images=None, val_labels=None,
+def train(config: Config | str, images, labels, out_dir, *, val_images=None, val_labels=None,
           val_fraction: float | None = None, resume: bool = False, device: str = "cpu",
           progress: Callable[[int, int, dict[str, Any]], None] | None = None,
           announce: Callable[[dict[str, Any], dict[str, Any]], None] | None = None) -> Path:
     """Train a U-Net as in the paper; returns the run folder (see the module docstring).
 
     Args:
-        config: the full configuration (``unetkit.config``); ``train.iterations`` and
-            ``train.minutes`` bound the run (whichever ends first).
+        config: the full configuration (``unetkit.config``), or a preset name (``"default"``,
+            ``"paper"``); ``train.iterations`` and ``train.minutes`` bound the run (whichever
+            ends first).
         images, labels: training PATHs (folders paired by file name, or two stacks).
         out_dir: the run folder; it must not hold a checkpoint unless ``resume``.
         val_images, val_labels: validation PATHs, or ``val_fraction`` of the training images.
@@ -103,6 +104,10 @@ def train(config: Config, images, labels, out_dir, *, val_images=None, val_label
             a diverging loss.
         TrainingInterrupted: after SIGINT/SIGTERM, once the checkpoint is written.
     """
+    if isinstance(config, str):
+        config = preset(config)
+    elif not isinstance(config, Config):
+        raise TypeError(f"config must be a Config or a preset name, got {type(config).__name__}")
     par = setup(device)
     try:
         return _train(par, config, images, labels, out_dir, val_images, val_labels, val_fraction,

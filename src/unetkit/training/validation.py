@@ -14,6 +14,7 @@ import numpy as np
 from ..config import Config
 from ..data.dataset import (Pair, Prepared, label_kind_of, load_pairs, prepare, split_validation,
                             training_normalization)
+from ..data.checks import refuse_untrainable, warn_poor_data
 from ..data.fingerprint import Fingerprint, measure
 from ..data.normalize import Normalization
 from ..inference.tiled import predict_tiled
@@ -55,9 +56,12 @@ def load_data(cfg: Config, images, labels, val_images, val_labels, val_fraction)
         if first is not None and p.image.shape[0] != first.image.shape[0]:
             raise ValueError(f"{p.image_source}: image has {p.image.shape[0]} channel(s), "
                              f"{first.image_source} has {first.image.shape[0]}")
+    refuse_untrainable(pairs, cfg.data.ignore_value)
     kind = label_kind_of(pairs, cfg)  # decided once, on the whole training images
     fp = measure([p.image for p in pairs], [p.labels for p in pairs], kind, cfg.data.ignore_value)
     cfg, choices = derive(cfg, fp)
+    warn_poor_data(pairs, cfg.train.tile_size, cfg.model.num_classes, kind,
+                   cfg.data.ignore_value)
     val_pairs: list[Pair] = []
     bands = []
     if val_images is not None:
