@@ -167,9 +167,10 @@ def test_huge_tile_capped_small_budget_refused(tmp_path, model_file, image, caps
     assert run("predict", "--model", model_file, "--input", image, "--out", out, "--tile",
                "99996") == 0  # legal: capped to what a 64 x 64 image needs
     assert tifffile.imread(out / "a.tif").shape == (64, 64)
+    capsys.readouterr()
     assert run("predict", "--model", model_file, "--input", image, "--out", tmp_path / "p",
                "--tile", "1084", "--memory-budget", "1") == 2
-    one_error(capsys, "memory budget", "--tile")
+    one_error(capsys, "memory budget", "--memory-budget")
     assert not (tmp_path / "p" / "a.tif").exists()
 
 

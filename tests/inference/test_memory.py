@@ -62,3 +62,41 @@ def test_resident_memory_bounded_by_tile(tmp_path):
     # flat in the image size: 9x the pixels, (almost) no more memory; bounded in absolute terms
     assert large - small < 32 * 2**20
     assert large < 96 * 2**20 < large_bytes / 1.5
+
+
+ESTIMATE = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    from unetkit import UNet
+    from unetkit.inference.plan import estimate_memory
+
+    def peak():  # the process's high-water mark of resident memory
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+
+    torch.set_num_threads(1)
+    size, base = int(sys.argv[1]), int(sys.argv[2])
+    torch.manual_seed(0)
+    net = UNet(base_channels=base).eval()
+    with torch.no_grad():
+        net(torch.zeros(1, 1, 188, 188))  # warm-up: kernels chosen, pools made
+        x = torch.zeros(1, 1, size, size)
+        before = peak()
+        net(x)
+    print(json.dumps({"measured": peak() - before, "estimated": estimate_memory(size, 4, base)}))
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize("size, base", [(508, 8), (508, 16), (700, 4)])
+def test_memory_estimate_within_25_percent_of_measured_peak(size, base):
+    res = subprocess.run([sys.executable, "-c", ESTIMATE, str(size), str(base)],
+                         capture_output=True, text=True, timeout=300, check=True)
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    ratio = r["estimated"] / r["measured"]
+    print(f"tile {size}, base {base}: estimated {r['estimated'] / 2**20:.1f} MiB, measured "
+          f"{r['measured'] / 2**20:.1f} MiB (ratio {ratio:.2f})")
+    assert 0.75 <= ratio <= 1.25

@@ -17,7 +17,8 @@ class _Formatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("default" in text or default in (None, False, argparse.SUPPRESS)
+        if ("default" in text or default is None or default is False
+                or default == argparse.SUPPRESS
                 or not action.option_strings):
             return text
         if isinstance(default, (list, tuple)):

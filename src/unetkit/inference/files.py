@@ -156,7 +156,8 @@ def predict_file(
     for i in range(n):
         try:
             prob = predict_tiled(model, stack[i], tile_size=tile, batch_size=batch,
-                                 device=device, tta=tta, progress=progress)
+                                 device=device, tta=tta, progress=progress,
+                                 memory_budget=memory_budget)
         except ValueError as exc:
             where = f" (slice {i})" if n > 1 else ""
             raise ValueError(f"{path}{where}: {exc}") from None

@@ -232,10 +232,12 @@ def fit_tile_size(
                 if s >= geometry.min_tile_size(depth, padding, halo)
                 and estimate_memory(s, depth, base_channels, padding, batch_size,
                                     in_channels) <= memory_budget]
-        hint = f"use --tile {fits[-1]} or less" if fits else "lower --batch"
+        smallest = geometry.min_tile_size(depth, padding, halo)
+        hint = (f"use tile {fits[-1]} or smaller, or raise the budget" if fits else
+                f"even the smallest tile ({smallest}) needs more: raise the budget")
         raise ValueError(
             f"tile {size}: needs about {need / 2**20:.0f} MiB at batch size {batch_size}, over "
-            f"the memory budget of {memory_budget / 2**20:.0f} MiB; {hint} (or raise the budget)"
+            f"the memory budget of {memory_budget / 2**20:.0f} MiB (--memory-budget); {hint}"
         )
     return size
 

@@ -250,11 +250,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     os.close(fd)
-    # mkstemp makes the file 0600 and the rename keeps that mode: give it the mode any new file
-    # gets under the user's umask (0644 under 022), so lab-mates can read models and outputs
-    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield Path(tmp)
+        # mkstemp makes the file 0600 and the rename keeps that mode: give it the mode any new
+        # file gets under the user's umask (0644 under 022), so lab-mates can read models and
+        # outputs (set last: some writers replace the temporary file rather than fill it)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
