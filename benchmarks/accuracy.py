@@ -92,7 +92,7 @@ def make_set(name: str, root: Path) -> tuple[Path, Path] | None:
         right = labels[:, half:]
         _write(test, "right", image[:, half:], right)
     elif name == "demo":
-        from unetkit import synthetic
+        from unetkit.data import synthetic
 
         synthetic.write_dataset(train, 12, (384, 384), seed=0, kind="nuclei")
         synthetic.write_dataset(test, 4, (512, 512), seed=1000, kind="nuclei")
@@ -322,6 +322,8 @@ def main(argv: list[str] | None = None) -> None:
                                          "choices": info.get("choices")},
                              "monai": {**m, "train_s": m_train, "predict_s": m_pred,
                                        "steps": m_steps}}
+            if args.json:  # written after every dataset: a crash later keeps what was measured
+                args.json.write_text(json.dumps(results, indent=1))
             print(f"{name}: unetkit {json.dumps(_short(u))} ({u_train:.0f} s) | "
                   f"monai {json.dumps(_short(m))} ({m_train:.0f} s, {m_steps} steps)", flush=True)
     print()

@@ -126,3 +126,20 @@ def test_foreground_sampling_centres_tiles_on_objects():
         s = TileSampler([item], AugmentConfig.off(), 84, 44, 1, seed=0, foreground=share)
         seen.append(np.mean([s.sample(k)[1].any() for k in range(40)]))
     assert seen[0] < 0.2 and seen[1] == 1.0
+
+
+def test_min_size_candidates_stay_below_the_small_objects():
+    """New images may hold smaller objects than the validation images: the smallest-object
+    candidates stay under a quarter of the 5th percentile of the training objects' areas."""
+    from unetkit.training.selection import Validator
+
+    labels = np.zeros((400, 400), np.uint16)
+    labels[10:30, 10:30] = 1  # 400 px: the small ones
+    labels[50:250, 50:250] = 2  # 40000 px
+    labels[260:390, 260:390] = 3  # 16900 px
+    image = np.zeros((1, 400, 400), np.uint16)
+    fp = measure([image], [labels])
+    assert fp.small_object_area < fp.object_area / 5
+    v = Validator(preset("default"), [], [], fp, "cpu")
+    assert max(v.min_sizes) <= 0.25 * fp.small_object_area
+    assert max(v.quick_sizes) <= 0.25 * fp.small_object_area and 0 in v.min_sizes

@@ -41,6 +41,7 @@ class Fingerprint:
     foreground_fraction: float
     objects_per_image: float  # median
     object_area: float  # median over all objects (px), 0 without objects
+    small_object_area: float  # 5th percentile of the object areas (px), 0 without objects
     object_diameter: float  # equivalent diameter of the median area
     normalization_spread: dict[str, float]  # see normalization_spread (lower is steadier)
 
@@ -128,5 +129,6 @@ def measure(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], kind: st
         label_kind=resolved, class_frequencies=freq,
         foreground_fraction=float(1.0 - freq.get("0", 0.0)),
         objects_per_image=float(np.median(per_image)), object_area=area,
+        small_object_area=float(np.percentile(areas, 5)) if areas else 0.0,
         object_diameter=2.0 * math.sqrt(area / math.pi) if area else 0.0,
         normalization_spread=normalization_spread(images, fgs))
