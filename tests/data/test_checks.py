@@ -59,11 +59,11 @@ def test_stray_values_in_a_0_255_mask_are_named():
     lab[2:5, 2:5] = 255
     lab[20:25, 20:25] = 255
     lab[10:12, 10:12] = 128
-    with pytest.raises(ValueError, match="0/255 mask with stray value.s. 128"):
+    with pytest.raises(ValueError, match=r"0/255 mask with stray value.s. 128"):
         build_targets(lab, kind="classes", num_classes=2)
     classes = np.zeros((20, 20), np.uint8)
     classes[2:4, 2:4], classes[10:12, 10:12], classes[15:17, 2:4] = 1, 2, 2
-    with pytest.raises(ValueError, match="--set model.num_classes=3"):
+    with pytest.raises(ValueError, match=r"--set model\.num_classes=3"):
         build_targets(classes, kind="classes", num_classes=2)
 
 

@@ -15,7 +15,7 @@ __all__ = ["ProgressBar", "TileBar", "train_progress"]
 
 
 def _clock(seconds: float) -> str:
-    s = int(round(seconds))
+    s = round(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
