@@ -239,6 +239,8 @@ class PostprocessConfig:
     threshold: float | None = 0.5  # foreground is p > threshold
     min_size: int | None = 0  # drop 4-connected objects with fewer pixels
     fill_holes: int | None = 0  # fill enclosed background pieces with fewer pixels (0: none)
+    # grow each object by this many px into the background, 1 px kept between objects (0: none)
+    grow: int | None = 0
 
     def __post_init__(self) -> None:
         _require(self.threshold is None or 0 <= self.threshold < 1,
@@ -247,6 +249,8 @@ class PostprocessConfig:
                  f"postprocess.min_size must be >= 0 or null, got {self.min_size}")
         _require(self.fill_holes is None or self.fill_holes >= 0,
                  f"postprocess.fill_holes must be >= 0 or null, got {self.fill_holes}")
+        _require(self.grow is None or self.grow >= 0,
+                 f"postprocess.grow must be >= 0 or null, got {self.grow}")
 
 
 @dataclass(frozen=True)
@@ -285,8 +289,9 @@ def preset(name: str) -> Config:
                 # and lower signal-to-noise than the training frames
                 contrast=0.5, gamma=0.4, brightness=0.1, noise=0.03,
             ),
-            # threshold, smallest object and hole filling chosen on validation data
-            postprocess=PostprocessConfig(threshold=None, min_size=None, fill_holes=None),
+            # threshold, smallest object, hole filling and growth chosen on validation data
+            postprocess=PostprocessConfig(threshold=None, min_size=None, fill_holes=None,
+                                          grow=None),
             train=replace(
                 paper.train,
                 # null: from the objects; 316 = 16*12 + 124 -> 132 output is the smallest tried

@@ -75,3 +75,71 @@ def test_model_postprocess_reads_the_model_file_and_takes_overrides():
     assert model_postprocess(object()) == Postprocess()  # an old model file: plain argmax
     with pytest.raises(ValueError, match="threshold"):
         Postprocess(threshold=1.0)
+
+
+def _four_adjacent_pairs(labels):
+    """Pairs of different nonzero labels that touch as 4-neighbours."""
+    pairs = set()
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:])):
+        touch = (a > 0) & (b > 0) & (a != b)
+        pairs |= {tuple(sorted(p)) for p in zip(a[touch].tolist(), b[touch].tolist())}
+    return pairs
+
+
+def test_growth_keeps_one_pixel_between_objects_and_grows_lone_objects_fully():
+    from scipy import ndimage as ndi
+    from unetkit.inference.postprocess import grow_labels
+
+    labels = np.zeros((40, 60), np.int32)
+    labels[10:30, 5:25] = 1
+    labels[10:30, 29:49] = 2  # 4 px of background between 1 and 2 (columns 25-28)
+    labels[2:4, 55:57] = 3  # a lone object near the edge
+    grown = grow_labels(labels, 3)
+    assert not _four_adjacent_pairs(grown)  # no two objects touch
+    # the 4 px gap closes to exactly one background column between the two objects
+    row = grown[20]
+    assert row[25:29].tolist().count(0) == 1 and set(row[25:29]) - {0} == {1, 2}
+    # objects only gain pixels, and a lone object gains all of its 3 px ring
+    assert np.all(grown[labels > 0] == labels[labels > 0])
+    ring = ndi.distance_transform_edt(labels != 3) <= 3
+    np.testing.assert_array_equal(grown == 3, ring)
+    # the components of the grown mask are still the three objects
+    assert ndi.label(grown > 0, structure=ndi.generate_binary_structure(2, 1))[1] == 3
+
+
+def test_growth_never_joins_an_object_to_another_one_it_was_apart_from():
+    from unetkit.inference.postprocess import grow_labels
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        from scipy import ndimage as ndi
+        mask = ndi.binary_opening(rng.random((80, 80)) > 0.55, iterations=1)
+        labels, _ = ndi.label(mask, structure=ndi.generate_binary_structure(2, 1))
+        for d in (1, 2, 4):
+            assert not _four_adjacent_pairs(grow_labels(labels, d))
+
+
+def test_growth_is_chosen_when_the_network_shrinks_the_objects():
+    from scipy import ndimage as ndi
+
+    truth = _disks(centres=((14, 14), (14, 30), (44, 44)), r=8)  # the first two touch
+    core = np.zeros_like(truth)
+    for k in (1, 2, 3):
+        core[ndi.binary_erosion(truth == k, iterations=2)] = k
+    prob = np.where(core > 0, 0.9, 0.1)  # objects 2 px smaller than the truth
+    pp, s = choose_postprocess([prob], [truth > 0], [truth], grow_sizes=(0, 1, 2, 3))
+    assert pp.grow == 2
+    assert s["f1"] == 1.0 and s["iou"] > 0.95
+    fitted, _ = choose_postprocess([np.where(truth > 0, 0.9, 0.1)], [truth > 0], [truth],
+                                   grow_sizes=(0, 1, 2, 3))
+    assert fitted.grow == 0  # a network that fits the outlines gets no growth
+
+
+def test_growth_is_stored_and_applied_by_clean_mask():
+    truth = _disks(centres=((20, 20),), r=5)
+    pp = Postprocess.from_dict({"threshold": 0.5, "min_size": 0, "fill_holes": 0, "grow": 2})
+    assert pp.grow == 2 and Postprocess.from_dict({"threshold": 0.5}).grow == 0
+    grown = clean_mask(truth.astype(float), pp)
+    assert grown.sum() > (truth > 0).sum() and grown[truth > 0].all()
+    with pytest.raises(ValueError, match="grow"):
+        Postprocess(grow=-1)

@@ -294,8 +294,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     pp, val = meta.get("postprocess", {}), meta.get("training", {}).get("validation")
     if val:
         print(f"validation: {val['metric']} {val['val_score']:.3f} at threshold "
-              f"{pp['threshold']:g}, min_size {pp['min_size']} px, fill_holes {pp['fill_holes']} px"
-              " (stored in the model file; predict applies them)")
+              f"{pp['threshold']:g}, min_size {pp['min_size']} px, fill_holes {pp['fill_holes']} px, "
+              f"grow {pp.get('grow', 0)} px (stored in the model file; predict applies them)")
     print(f"trained model: {run / 'model.safetensors'}")
     return 0
 

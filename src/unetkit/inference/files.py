@@ -25,7 +25,7 @@ from torch import nn
 
 from ..model import geometry
 from .instances import probabilities_to_instances
-from .postprocess import clean_mask, model_postprocess
+from .postprocess import clean_mask, grow_labels, model_postprocess
 from ..io.images import read_stack, stack_shape, tiff_metadata, write_tiff
 from .plan import DEFAULT_MEMORY_BUDGET, check_output_kind
 from .streaming import predict_to_file
@@ -170,8 +170,9 @@ def predict_file(
             fg = 1.0 - prob[0]
             if pp.fill_holes:  # fill small holes first: an object with a pin-hole stays whole
                 fg = np.where(clean_mask(fg, replace(pp, min_size=0)), np.maximum(fg, 1.0), fg)
-            labels = probabilities_to_instances(fg, threshold=pp.threshold,
-                                                min_size=pp.min_size, **options)
+            labels = grow_labels(probabilities_to_instances(fg, threshold=pp.threshold,
+                                                            min_size=pp.min_size, **options),
+                                 pp.grow)
             results.append(labels.astype(np.uint16) if labels.max() < 2**16 else labels)
         else:
             results.append(prob)

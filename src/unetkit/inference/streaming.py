@@ -128,13 +128,17 @@ def predict_to_file(
         resume: finish an interrupted output (only its unfinished tiles are computed).
         overwrite: replace an existing output; without it an existing output is an error.
         threshold, min_size: None takes the model file's post-processing (a two-class model's
-            labels use the threshold too; streamed labels keep objects of every size).
+            labels use the threshold too; streamed labels keep objects of every size).  Hole
+            filling and growth need whole objects and are not applied tile by tile (logged).
         progress: ``progress(tiles_done, tiles_total, pixels_done_this_run)`` after each batch.
 
     Returns the output path.  Raises ValueError for bad arguments, inputs and existing outputs.
     """
     pp = model_postprocess(model, threshold, min_size)
     threshold, min_size = pp.threshold, pp.min_size
+    if output in ("labels", "instances") and (pp.fill_holes or pp.grow):
+        log.info("streamed %s: the model file's hole filling (%d px) and growth (%d px) are not "
+                 "applied tile by tile", output, pp.fill_holes, pp.grow)
 
     def write(run: OpenedRun) -> None:
         _predict_planes(run.runner, run.image, run.runner.plan(run.image.yx), run.layout,

@@ -185,7 +185,8 @@ def _choose_postprocess(run: RunState) -> None:
         "metric": run.validator.metric, **{k: round(v, 4) for k, v in scores.items()}}
     save_model(run.out / MODEL, best)
     log.info("post-processing chosen on validation data: threshold %.2f, min_size %d px, "
-             "fill_holes %d px (%s %.3f)", pp.threshold, pp.min_size, pp.fill_holes,
+             "fill_holes %d px, grow %d px (%s %.3f)", pp.threshold, pp.min_size, pp.fill_holes,
+             pp.grow,
              run.validator.metric, scores["val_score"])
 
 

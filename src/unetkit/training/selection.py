@@ -34,6 +34,9 @@ __all__ = ["auto_holdout", "ignore_band", "Validator", "BAND", "fixed_postproces
 log = logging.getLogger(__name__)
 
 BAND = 0.2  # share of each image held out when there are too few images to hold one out
+#: growth candidates (px) of the final search: the separation borders the network learns
+#: (paper Sec. 3, up to a few px between touching objects) are what growth gives back
+GROW = (0, 1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ class Validator:
                         if self.objects_metric else None)
         self.metric = "(IoU + F1@0.5) / 2" if self.objects_metric else "foreground IoU"
         pp = cfg.postprocess
-        self.fixed = {k: getattr(pp, k) for k in ("threshold", "min_size", "fill_holes")
+        self.fixed = {k: getattr(pp, k) for k in ("threshold", "min_size", "fill_holes", "grow")
                       if getattr(pp, k) is not None}
         # Candidates stay far below the training set's small objects (a quarter of the 5th
         # percentile of their areas): new images may hold smaller objects than the validation
@@ -127,11 +130,12 @@ class Validator:
         return self._row(s), pp
 
     def final(self, model: nn.Module) -> tuple[dict[str, float], Postprocess]:
-        """The finer search on the selected model: thresholds 0.2-0.8, sizes, hole filling."""
+        """The finer search on the selected model: thresholds 0.2-0.8, sizes, hole filling,
+        growth."""
         pp, s = choose_postprocess(self.probabilities(model), self.truths, self.objects,
                                    thresholds=tuple(np.round(np.arange(0.2, 0.81, 0.1), 2)),
                                    min_sizes=self.min_sizes, hole_sizes=self.holes,
-                                   fixed=self.fixed)
+                                   grow_sizes=GROW, fixed=self.fixed)
         return self._row(s), pp
 
     def _row(self, s: dict[str, Any]) -> dict[str, float]:
@@ -146,4 +150,5 @@ def fixed_postprocess(cfg: Config) -> Postprocess:
     pp = cfg.postprocess
     return Postprocess(threshold=0.5 if pp.threshold is None else pp.threshold,
                        min_size=0 if pp.min_size is None else pp.min_size,
-                       fill_holes=0 if pp.fill_holes is None else pp.fill_holes)
+                       fill_holes=0 if pp.fill_holes is None else pp.fill_holes,
+                       grow=0 if pp.grow is None else pp.grow)
