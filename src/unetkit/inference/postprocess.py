@@ -1,17 +1,18 @@
-"""Foreground probability -> the mask and objects a user counts: threshold, holes, smallest object.
+"""Foreground probability -> the mask and objects a user counts: threshold, holes, smallest
+object, growth.
 
-numpy / scipy only.  A network's raw ``p > 0.5`` mask holds isolated specks (a few pixels of
-background noise above 0.5) and pin-holes; counted as objects they ruin any object score.  A
-:class:`Postprocess` says how to clean it: the probability ``threshold``, ``fill_holes`` (holes,
-i.e. background pieces enclosed by foreground, smaller than this many pixels are filled; 0 = off),
-``min_size`` (4-connected foreground components smaller than this many pixels are dropped) and
-``grow`` (each object grown by this many pixels into the background, never into another object,
-and a one-pixel gap kept wherever two grown objects would touch, so the mask's 4-connected
-components stay the objects).  Growth undoes a network's habit, learnt from the paper's
-separation borders and their Eq. 2 weights, of leaving the outline of touching objects as
-background: measured against ``label > 0`` those outlines cost foreground IoU.
-Training chooses the three on validation data (:func:`choose_postprocess`) and stores them in the
-model file; ``unetkit predict`` applies them to the labels and the instances it writes.
+numpy / scipy / scikit-image.  A network's raw ``p > 0.5`` mask holds isolated specks (a few
+pixels of background noise above 0.5) and pin-holes; counted as objects they ruin any object
+score.  A :class:`Postprocess` says how to clean it: the probability ``threshold``,
+``fill_holes`` (holes, i.e. background pieces enclosed by foreground, smaller than this many
+pixels are filled; 0 = off), ``min_size`` (4-connected foreground components smaller than this
+many pixels are dropped) and ``grow`` (each object grown by this many pixels into the
+background, never into another object, one pixel kept between objects: the mask's 4-connected
+components stay the objects; :func:`grow_labels`).  Growth undoes what the paper's separation
+borders and their Eq. 2 weights teach a network: to leave more background around objects than
+the truth has, which costs foreground IoU against ``label > 0``.  Training chooses all four on
+validation data (:func:`choose_postprocess`) and stores them in the model file; ``unetkit
+predict`` applies them to the labels and the instances it writes.
 
 Objects are 4-connected everywhere (as the metrics count them).
 """
