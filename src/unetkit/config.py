@@ -153,6 +153,8 @@ class AugmentConfig:
     shift: float = 0.0
     flip: bool = True  # mirror the tile (microscopy has no handedness)
     rot90: bool = True  # exact multiples of 90 degrees (lossless, useful with rotation=0)
+    # zoom log-uniform in [1/(1+s), 1+s] (> 1: objects appear smaller); paper: none, 0
+    scale: float = 0.0
     # gray values (paper: "gray value variations", magnitudes not given; ours are mild):
     brightness: float = 0.1  # add U(-b, b) x the tile's intensity range
     contrast: float = 0.2  # scale about the tile mean by U(1 - c, 1 + c)
@@ -163,7 +165,8 @@ class AugmentConfig:
         _require(
             self.elastic_grid >= 2, f"augment.elastic_grid must be >= 2, got {self.elastic_grid}"
         )
-        for name in ("elastic_sigma", "rotation", "shift", "brightness", "gamma", "noise"):
+        for name in ("elastic_sigma", "rotation", "shift", "brightness", "gamma", "noise",
+                     "scale"):
             value = getattr(self, name)
             if value is None and name == "elastic_sigma":
                 continue
@@ -178,7 +181,7 @@ class AugmentConfig:
         """Every augmentation switched off (the warp is then an exact mirrored crop)."""
         return cls(
             elastic_sigma=0.0, rotation=0.0, shift=0.0, flip=False, rot90=False,
-            brightness=0.0, contrast=0.0, gamma=0.0, noise=0.0,
+            brightness=0.0, contrast=0.0, gamma=0.0, noise=0.0, scale=0.0,
         )
 
 

@@ -176,3 +176,24 @@ def test_bad_inputs_name_the_value():
         augment_tile(image[0], target, weights, rng, OFF, 36, 20)
     with pytest.raises(ValueError, match="'cubic'"):
         warp(image, np.zeros((2, 3, 3)), "cubic")
+
+
+def test_zoom_is_drawn_last_within_its_range_and_scales_the_objects():
+    a = sample_params(AugmentConfig(), np.random.default_rng(9))
+    b = sample_params(dataclasses.replace(AugmentConfig(), scale=0.5), np.random.default_rng(9))
+    assert a.scale == 1.0  # off by default (the paper has no zoom)
+    np.testing.assert_array_equal(a.elastic, b.elastic)  # drawn after every other value
+    assert (a.gamma, a.angle, a.noise_seed) == (b.gamma, b.angle, b.noise_seed)
+    zooms = [sample_params(dataclasses.replace(OFF, scale=0.5), np.random.default_rng(s)).scale
+             for s in range(300)]
+    assert 1 / 1.5 <= min(zooms) < 0.75 and 1.35 < max(zooms) <= 1.5
+    # a zoom of 2 shows a disk of radius 12 with radius 6; image and target stay aligned
+    yy, xx = np.mgrid[:120, :120]
+    disk = ((yy - 60) ** 2 + (xx - 60) ** 2 <= 144).astype(np.int64)
+    params = dataclasses.replace(sample_params(OFF, np.random.default_rng(0)), scale=2.0)
+    coords = sampling_grid(params, (60 - 20, 60 - 20), (41, 41))
+    target = warp(disk[None], coords, "nearest")[0]
+    image = warp(disk[None].astype(float), coords, "bicubic")[0]
+    assert abs(target.sum() - np.pi * 36) < 12
+    assert target[20, 20] == 1 and target[20, 27] == 0
+    assert np.abs((image > 0.5) ^ (target > 0)).sum() <= 8

@@ -6,10 +6,11 @@ output-size target and weights ``(So, So)`` (``So = S - 184`` for the paper's ne
 
 1. :func:`sample_params` draws every random number from an explicit ``numpy.random.Generator``:
    rotation angle, flip, multiple of 90 degrees, shift, elastic displacements on a coarse
-   3x3 grid (Gaussian, 10 px std), gray-value factors and a noise seed.
+   3x3 grid (Gaussian, 10 px std), gray-value factors, a noise seed and a zoom factor.
 2. :func:`sampling_grid` composes rotation, flip, shift and the elastic field into ONE map of
    source coordinates for every tile pixel: ``src = centre + M (p - c) + shift + elastic(p)``,
-   where ``p`` is a tile pixel, ``c`` the tile centre and ``M`` the 2x2 rotation/flip matrix.
+   where ``p`` is a tile pixel, ``c`` the tile centre and ``M`` the 2x2 rotation/flip matrix
+   times the zoom (a zoom of 2 samples the source every 2 px: objects appear half as large).
    The elastic field is the coarse grid upsampled bicubically over the input tile
    (corner nodes on the corner pixels).
 3. :func:`warp` samples image (bicubic), target (nearest) and weights (linear) at those
@@ -65,16 +66,17 @@ class AugmentParams:
     brightness: float  # 0 = unchanged, in units of the tile's intensity range
     noise: float  # noise std in units of the tile's intensity range
     noise_seed: int  # seeds the noise field, so the params fully determine the sample
+    scale: float = 1.0  # source px per tile px (> 1: objects appear smaller)
 
     def matrix(self) -> np.ndarray:
-        """2x2 map from tile offsets (dy, dx) to source offsets: rotation @ flip."""
+        """2x2 map from tile offsets (dy, dx) to source offsets: zoom * rotation @ flip."""
         if self.angle == 0:  # exact multiples of 90 degrees (no cos(pi/2) = 6e-17)
             cos, sin = (1.0, 0.0, -1.0, 0.0)[self.k90 % 4], (0.0, 1.0, 0.0, -1.0)[self.k90 % 4]
         else:
             theta = math.radians(self.angle) + self.k90 * math.pi / 2
             cos, sin = math.cos(theta), math.sin(theta)
         rot = np.array([[cos, -sin], [sin, cos]])
-        return rot @ np.diag([1.0, -1.0 if self.flip else 1.0])
+        return self.scale * (rot @ np.diag([1.0, -1.0 if self.flip else 1.0]))
 
 
 @dataclass(frozen=True)
@@ -104,10 +106,13 @@ def sample_params(cfg: AugmentConfig, rng: np.random.Generator) -> AugmentParams
     contrast = 1.0 + rng.uniform(-1.0, 1.0) * cfg.contrast
     brightness = rng.uniform(-1.0, 1.0) * cfg.brightness
     noise_seed = int(rng.integers(2**63))
+    # drawn last, so seeds drawn before the zoom existed give the same other values
+    log_scale = rng.uniform(-1.0, 1.0) * math.log1p(cfg.scale)
     return AugmentParams(
         angle=float(angle), flip=flip and cfg.flip, k90=k90 if cfg.rot90 else 0,
         shift=(float(shift[0]), float(shift[1])), elastic=elastic, gamma=math.exp(log_gamma),
-        contrast=float(contrast), brightness=float(brightness), noise=float(cfg.noise), noise_seed=noise_seed,
+        contrast=float(contrast), brightness=float(brightness), noise=float(cfg.noise),
+        noise_seed=noise_seed, scale=math.exp(log_scale),
     )
 
 
