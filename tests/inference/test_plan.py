@@ -28,3 +28,16 @@ def test_plan_covers_every_pixel_once(h, w, size):
         assert t.in_y == t.y - g.margin() and t.in_x == t.x - g.margin()
         assert t.off_y + t.h <= out and t.off_x + t.w <= out
     assert (count == 1).all()
+
+
+def test_needed_tile_size_is_the_smallest_legal_tile_that_covers_the_image():
+    from unetkit.inference.plan import needed_tile_size
+    from unetkit.model import geometry
+
+    for shape in ((100, 80), (512, 512), (700, 1300), (5000, 4000)):
+        expected = next(s for s in geometry.legal_input_sizes(4, 8000)
+                        if s >= geometry.min_tile_size(4)
+                        and geometry.tile_stride(s, 4) >= max(shape))
+        assert needed_tile_size(shape) == expected
+    sizes = geometry.iter_legal_sizes(4)
+    assert [next(sizes) for _ in range(3)] == [188, 204, 220]  # lazy and unbounded

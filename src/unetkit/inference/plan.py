@@ -201,9 +201,10 @@ def choose_tile_size(
 def needed_tile_size(shape: tuple[int, int], depth: int = 4, padding: str = "valid",
                      halo: int = 0) -> int:
     """The smallest legal tile that covers an ``(H, W)`` image in one tile (no larger helps)."""
-    for size in geometry.legal_input_sizes(depth, 1 << 30, padding):
-        if (size >= geometry.min_tile_size(depth, padding, halo)
-                and geometry.tile_stride(size, depth, padding, halo) >= max(shape)):
+    smallest = geometry.min_tile_size(depth, padding, halo)
+    # a lazy walk: building the list of every legal size up to 2**30 took ~3 s per call
+    for size in geometry.iter_legal_sizes(depth, padding):
+        if size >= smallest and geometry.tile_stride(size, depth, padding, halo) >= max(shape):
             return size
     raise AssertionError("unreachable: legal sizes are unbounded")
 

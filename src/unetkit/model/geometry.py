@@ -17,6 +17,7 @@ it, and written exactly once.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "is_legal",
     "margin",
     "legal_input_sizes",
+    "iter_legal_sizes",
     "nearest_legal_sizes",
     "check_input_size",
     "tile_stride",
@@ -102,6 +104,11 @@ def legal_input_sizes(depth: int = 4, max_size: int = 1084, padding: str = "vali
     return list(range(first, max_size + 1, step))
 
 
+def iter_legal_sizes(depth: int = 4, padding: str = "valid") -> Iterator[int]:
+    """The legal input edges in increasing order, without end (188, 204, ... at depth 4)."""
+    return itertools.count(min_legal_size(depth, padding), 2**depth)
+
+
 def nearest_legal_sizes(size: int, depth: int = 4, padding: str = "valid") -> tuple[int | None, int]:
     """The legal input edges just below (None if none) and just above ``size``.
 
@@ -145,7 +152,7 @@ def tile_stride(size: int, depth: int = 4, padding: str = "valid", halo: int = 0
 
 def min_tile_size(depth: int = 4, padding: str = "valid", halo: int = 0) -> int:
     """Smallest input tile that writes at least ``2**depth`` px per step (204 at depth 4)."""
-    for s in legal_input_sizes(depth, 1 << 16, padding):
+    for s in itertools.islice(iter_legal_sizes(depth, padding), 1 << 12):
         if tile_stride(s, depth, padding, halo) >= 2**depth:
             return s
     raise ValueError(f"no legal tile for depth {depth} and halo {halo}")
