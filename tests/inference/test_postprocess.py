@@ -115,8 +115,13 @@ def test_growth_never_joins_an_object_to_another_one_it_was_apart_from():
         from scipy import ndimage as ndi
         mask = ndi.binary_opening(rng.random((80, 80)) > 0.55, iterations=1)
         labels, _ = ndi.label(mask, structure=ndi.generate_binary_structure(2, 1))
+        n = labels.max()
         for d in (1, 2, 4):
-            assert not _four_adjacent_pairs(grow_labels(labels, d))
+            grown = grow_labels(labels, d)
+            assert not _four_adjacent_pairs(grown)
+            # no object is lost, and none is added: pieces cut off by a gap are dropped
+            assert ndi.label(grown > 0, structure=ndi.generate_binary_structure(2, 1))[1] == n
+            assert set(np.unique(grown)) == set(np.unique(labels))
 
 
 def test_growth_is_chosen_when_the_network_shrinks_the_objects():

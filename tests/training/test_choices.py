@@ -52,7 +52,7 @@ def test_rgb_is_detected_and_the_run_folder_holds_the_fingerprint(rgb, tmp_path)
     model = load_model(run / "model.safetensors")
     assert model.config.in_channels == 3
     pp = model.meta["postprocess"]
-    assert set(pp) == {"threshold", "min_size", "fill_holes"}
+    assert set(pp) == {"threshold", "min_size", "fill_holes", "grow"}
     assert model.meta["training"]["validation"]["metric"].startswith("(IoU + F1")
     # the resolved configuration leaves nothing to the data any more
     saved = load_config(run / "config.yaml")
@@ -79,6 +79,30 @@ def test_predict_applies_the_stored_threshold_and_min_size(rgb, tmp_path):
     path = predict_file(model, image, tmp_path / "override", output="instances",
                         instances={"min_size": 0})
     assert tifffile.imread(path).any()
+
+
+def test_predict_applies_the_stored_growth_to_labels_and_instances(rgb, tmp_path):
+    from scipy import ndimage as ndi
+
+    run = train(_cfg(), *rgb, tmp_path / "run")
+    model = load_model(run / "model.safetensors")
+    image = sorted(rgb[0].glob("*.tif"))[0]
+    outs = {}
+    for grow in (0, 2):
+        model.meta["postprocess"] = {"threshold": 0.5, "min_size": 0, "fill_holes": 0,
+                                     "grow": grow}
+        for kind in ("labels", "instances"):
+            path = predict_file(model, image, tmp_path / f"g{grow}" / kind, output=kind)
+            outs[grow, kind] = tifffile.imread(path)
+    if not outs[0, "labels"].any():
+        pytest.skip("the tiny model predicts no foreground at 0.5")
+    four = ndi.generate_binary_structure(2, 1)
+    for kind in ("labels", "instances"):
+        assert (outs[2, kind] > 0).sum() > (outs[0, kind] > 0).sum()
+        assert np.all(outs[2, kind][outs[0, kind] > 0] > 0)  # objects only gain pixels
+    # growth keeps the objects apart: as many components as before
+    assert ndi.label(outs[2, "labels"] > 0, four)[1] == ndi.label(outs[0, "labels"] > 0, four)[1]
+    assert outs[2, "instances"].max() == outs[0, "instances"].max()
 
 
 def test_auto_holdout_bands_for_few_images_and_images_for_many(rgb):

@@ -106,7 +106,8 @@ def grow_labels(labels: np.ndarray, distance: int) -> np.ndarray:
     pixel is given back to the background where it would touch another object (4-neighbours):
     next to an object's original pixels always, and between two grown fronts on the side of the
     larger label, so exactly one pixel separates them.  Objects that touched before growing
-    (e.g. split by a watershed) still touch; no two objects that were apart come to touch.
+    (e.g. split by a watershed) still touch; no two objects that were apart come to touch, and
+    grown pixels cut off from their object by that gap are dropped (growth adds no objects).
     """
     labels = np.asarray(labels)
     if distance <= 0 or labels.ndim != 2 or not labels.any():
@@ -128,6 +129,12 @@ def grow_labels(labels: np.ndarray, distance: int) -> np.ndarray:
         other = (nb > 0) & (nb != grown)
         drop |= new & other & (nb_orig | (nb < grown))
     grown[drop] = 0
+    # a grown piece cut off from its object by the gap is not part of it: keep only the pieces
+    # 4-connected to an object's own pixels, so growth never adds an object
+    comp, n = ndi.label(grown > 0, structure=_FOUR)
+    anchored = np.zeros(n + 1, bool)
+    anchored[comp[labels > 0]] = True
+    grown[~anchored[comp]] = 0
     return grown
 
 
