@@ -148,3 +148,21 @@ def test_growth_is_stored_and_applied_by_clean_mask():
     assert grown.sum() > (truth > 0).sum() and grown[truth > 0].all()
     with pytest.raises(ValueError, match="grow"):
         Postprocess(grow=-1)
+
+
+def test_instances_fill_holes_then_grow_once():
+    from scipy import ndimage as ndi
+    from unetkit.inference.postprocess import grow_labels, postprocess_instances
+
+    truth = _disks()
+    prob = (truth > 0).astype(float) * 0.9
+    prob[16, 16] = 0.1  # a pin-hole
+    prob[2, 60] = 0.8  # a speck
+    pp = Postprocess(threshold=0.5, min_size=10, fill_holes=5, grow=2)
+    got = postprocess_instances(prob, pp)
+    expected = grow_labels(ndi.label(truth > 0, structure=ndi.generate_binary_structure(2, 1))[0],
+                           2)
+    np.testing.assert_array_equal(got > 0, expected > 0)  # holes filled, speck gone, grown once
+    assert got.max() == 2
+    # the labels output is the same foreground
+    np.testing.assert_array_equal(clean_mask(prob, pp), got > 0)

@@ -27,8 +27,7 @@ from .._version import __version__
 from . import report
 from ..data import synthetic
 from ..config import preset
-from ..inference.instances import probabilities_to_instances
-from ..inference.postprocess import clean_mask, model_postprocess
+from ..inference.postprocess import model_postprocess, postprocess_instances
 from ..io.images import atomic_path, write_tiff
 from ..metrics.arrays import evaluate_arrays
 from ..model.modelfile import load_model
@@ -118,9 +117,7 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings = DemoSettings()
     t_predict = time.perf_counter() - t2
     fg = 1.0 - prob[0]
     pp = model_postprocess(model, min_size=s.min_size)
-    instances = probabilities_to_instances(clean_mask(fg, replace(pp, min_size=0)) * 1.0,
-                                           threshold=0.5, method=s.instance_method,
-                                           min_size=pp.min_size)
+    instances = postprocess_instances(fg, pp, method=s.instance_method)
     write_tiff(out / "prediction_instances.tif", instances, axes="YX")
 
     say("scoring")

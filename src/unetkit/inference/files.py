@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,8 +23,7 @@ import numpy as np
 from torch import nn
 
 from ..model import geometry
-from .instances import probabilities_to_instances
-from .postprocess import clean_mask, grow_labels, model_postprocess
+from .postprocess import clean_mask, model_postprocess, postprocess_instances
 from ..io.images import read_stack, stack_shape, tiff_metadata, write_tiff
 from .plan import DEFAULT_MEMORY_BUDGET, check_output_kind
 from .streaming import predict_to_file
@@ -167,12 +165,7 @@ def predict_file(
             dtype = np.uint8 if prob.shape[0] <= 256 else np.uint16
             results.append(prob.argmax(axis=0).astype(dtype))
         elif output == "instances":
-            fg = 1.0 - prob[0]
-            if pp.fill_holes:  # fill small holes first: an object with a pin-hole stays whole
-                fg = np.where(clean_mask(fg, replace(pp, min_size=0)), np.maximum(fg, 1.0), fg)
-            labels = grow_labels(probabilities_to_instances(fg, threshold=pp.threshold,
-                                                            min_size=pp.min_size, **options),
-                                 pp.grow)
+            labels = postprocess_instances(1.0 - prob[0], pp, **options)
             results.append(labels.astype(np.uint16) if labels.max() < 2**16 else labels)
         else:
             results.append(prob)

@@ -28,7 +28,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import expand_labels
 
 __all__ = ["Postprocess", "clean_mask", "choose_postprocess", "object_scores", "SELECTION_METRICS",
-           "model_postprocess", "grow_labels", "clean_labels"]
+           "model_postprocess", "grow_labels", "postprocess_instances"]
 
 _FOUR = ndi.generate_binary_structure(2, 1)
 #: what :func:`choose_postprocess` maximises: "iou" (foreground IoU) or "objects" (the mean of
@@ -138,13 +138,19 @@ def grow_labels(labels: np.ndarray, distance: int) -> np.ndarray:
     return grown
 
 
-def clean_labels(prob_fg: np.ndarray, pp: Postprocess) -> np.ndarray:
-    """(H, W) foreground probability -> 4-connected objects (int32 ids, 0 = background) after
-    threshold, hole filling, smallest object and growth."""
-    mask = np.asarray(prob_fg) > pp.threshold
-    mask = _fill_small_holes(mask, pp.fill_holes)
-    mask = _drop_small(mask, pp.min_size)
-    labels, _ = ndi.label(mask, structure=_FOUR)
+def postprocess_instances(prob_fg: np.ndarray, pp: Postprocess, **options: Any) -> np.ndarray:
+    """(H, W) foreground probability -> instance labels with every step of ``pp``: holes filled
+    first (an object with a pin-hole stays whole), then ``probabilities_to_instances`` at the
+    threshold and smallest object (``options``: its method, seeds...), then growth.  The one
+    path of ``unetkit predict --output instances``, the demo and the napari layers."""
+    from .instances import probabilities_to_instances
+
+    fg = np.asarray(prob_fg)
+    if pp.fill_holes:
+        filled = clean_mask(fg, replace(pp, min_size=0, grow=0))
+        fg = np.where(filled, np.maximum(fg, 1.0), fg)
+    labels = probabilities_to_instances(fg, threshold=pp.threshold, min_size=pp.min_size,
+                                        **options)
     return grow_labels(labels, pp.grow)
 
 

@@ -26,8 +26,7 @@ import zarr
 from torch import nn
 
 from ..inference.blockwise_labels import label_blocks
-from ..inference.instances import probabilities_to_instances
-from ..inference.postprocess import grow_labels, model_postprocess
+from ..inference.postprocess import model_postprocess, postprocess_instances
 from ..inference.runtime import with_runtime
 from ..inference.tiled import predict_tiled
 from ..io.images import write_tiff
@@ -108,8 +107,7 @@ def segment(
         prob = predict_tiled(net, image, tile_size=tile_size, progress=progress)
         labels = prob.argmax(axis=0).astype(np.uint8 if cfg.num_classes <= 256 else np.uint16)
         fg = 1.0 - prob[0]
-        instances = grow_labels(probabilities_to_instances(fg, threshold=pp.threshold,
-                                                           min_size=pp.min_size), pp.grow)
+        instances = postprocess_instances(fg, pp)
         meta: dict[str, Any] = {}
     else:
         folder = Path(scratch) if scratch is not None else Path(tempfile.mkdtemp(prefix="unetkit-"))
