@@ -89,9 +89,10 @@ def segment(
     - ``"<name> probability"`` (image): foreground probability ``1 - p(class 0)``, float32;
     - ``"<name> labels"`` (labels): class index per pixel;
     - ``"<name> instances"`` (labels): connected components of ``probability > threshold``
-      with at least ``min_size`` px (block by block for lazy images: the same partition);
-      ``None``: the model file's choice (``inference.postprocess.model_postprocess``, as
-      ``unetkit predict``).
+      with at least ``min_size`` px, with the model file's hole filling and growth, as
+      ``unetkit predict`` makes them (``inference.postprocess.postprocess_instances``); for
+      lazy images block by block, threshold and smallest object only (the same partition);
+      ``None``: the model file's choice (``inference.postprocess.model_postprocess``).
 
     ``scratch``: folder for the lazy outputs of lazy images (default: a new temporary folder,
     left for napari to read; its path is in the layers' metadata).  ``progress(done, total)``
