@@ -52,7 +52,7 @@ def test_rgb_is_detected_and_the_run_folder_holds_the_fingerprint(rgb, tmp_path)
     model = load_model(run / "model.safetensors")
     assert model.config.in_channels == 3
     pp = model.meta["postprocess"]
-    assert set(pp) == {"threshold", "min_size", "fill_holes", "grow"}
+    assert set(pp) == {"threshold", "min_size", "fill_holes", "grow", "seed"}
     assert model.meta["training"]["validation"]["metric"].startswith("(IoU + F1")
     # the resolved configuration leaves nothing to the data any more
     saved = load_config(run / "config.yaml")

@@ -293,9 +293,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     meta = read_model_meta(run / "model.safetensors")
     pp, val = meta.get("postprocess", {}), meta.get("training", {}).get("validation")
     if val:
+        from ..inference.postprocess import CONTACT_CLASSES
+
+        contact = tuple(meta.get("class_names") or ()) == CONTACT_CLASSES
         print(f"validation: {val['metric']} {val['val_score']:.3f} at threshold "
               f"{pp['threshold']:g}, min_size {pp['min_size']} px, fill_holes {pp['fill_holes']} px, "
-              f"grow {pp.get('grow', 0)} px (stored in the model file; predict applies them)")
+              f"grow {pp.get('grow', 0)} px"
+              + (f", seed {pp['seed']:g}" if contact else "")
+              + " (stored in the model file; predict applies them)")
     print(f"trained model: {run / 'model.safetensors'}")
     return 0
 

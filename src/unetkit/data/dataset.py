@@ -46,6 +46,7 @@ __all__ = [
     "Prepared",
     "Batch",
     "label_kind_of",
+    "uses_contact",
     "load_pairs",
     "split_validation",
     "training_normalization",
@@ -250,6 +251,13 @@ def label_kind_of(pairs: Sequence[Pair], cfg: Config) -> str:
     return decision.kind
 
 
+def uses_contact(cfg: Config, kind: str) -> bool:
+    """Whether the targets carry a contact class (``data.touching: class``, instance labels,
+    three classes: ``training.choices`` makes it three when the training objects touch)."""
+    return (cfg.data.touching == "class" and canonical_kind(kind) == "instances"
+            and cfg.model.num_classes == 3)
+
+
 def prepare(pairs: Sequence[Pair], cfg: Config, norm: Normalization, *,
             kind: str | None = None) -> list[Prepared]:
     """Targets, weights and normalised images for every pair (the in-memory cache).
@@ -272,6 +280,7 @@ def prepare(pairs: Sequence[Pair], cfg: Config, norm: Normalization, *,
                 sigma=cfg.weights.sigma,
                 class_weights=cfg.weights.class_weights,
                 max_class_weight=cfg.weights.max_class_weight,
+                contact=uses_contact(cfg, kind),
             )
         except ValueError as err:
             raise ValueError(f"{p.label_source}: {err}") from None

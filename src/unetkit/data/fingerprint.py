@@ -20,6 +20,7 @@ from scipy import ndimage as ndi
 
 from .normalize import Normalization
 from .label_kinds import canonical_kind, decide_kind
+from .targets import instances_to_target
 
 __all__ = ["Fingerprint", "measure", "normalization_spread", "object_ids"]
 
@@ -44,6 +45,9 @@ class Fingerprint:
     small_object_area: float  # 5th percentile of the object areas (px), 0 without objects
     object_diameter: float  # equivalent diameter of the median area
     normalization_spread: dict[str, float]  # see normalization_spread (lower is steadier)
+    # share of the foreground pixels where two instance-labelled objects touch (the pixels the
+    # paper's separation borders clear, targets.instances_to_target); 0 for other label kinds
+    contact_fraction: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,6 +109,7 @@ def measure(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], kind: st
     per_image: list[int] = []
     total = 0
     fgs = []
+    contact = 0
     for lab, k in zip(labels, kinds):
         lab = np.asarray(lab)
         valid = lab != ignore_value if ignore_value is not None else np.ones(lab.shape, bool)
@@ -115,6 +120,8 @@ def measure(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], kind: st
         total += int(valid.sum())
         fgs.append((lab > 0) & valid)
         obj = object_ids(np.where(valid, lab, 0), k)
+        if k == "instances":
+            contact += int(((obj > 0) & (instances_to_target(obj) == 0)).sum())
         sizes = np.bincount(obj.ravel())[1:]
         sizes = sizes[sizes > 0]
         per_image.append(int(sizes.size))
@@ -131,4 +138,5 @@ def measure(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], kind: st
         objects_per_image=float(np.median(per_image)), object_area=area,
         small_object_area=float(np.percentile(areas, 5)) if areas else 0.0,
         object_diameter=2.0 * math.sqrt(area / math.pi) if area else 0.0,
-        normalization_spread=normalization_spread(images, fgs))
+        normalization_spread=normalization_spread(images, fgs),
+        contact_fraction=contact / max(sum(int(f.sum()) for f in fgs), 1))

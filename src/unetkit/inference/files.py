@@ -5,7 +5,9 @@ slice by slice and written as a stack with the same number of pages:
 
 - ``labels``: class indices (uint8, or uint16 beyond 255 classes), ``(H, W)`` or ``(N, H, W)``;
   for a two-class model the foreground is cleaned as the model file says (threshold, holes,
-  smallest object: :func:`unetkit.inference.postprocess.model_postprocess`);
+  smallest object: :func:`unetkit.inference.postprocess.model_postprocess`); for a model with a
+  contact class (:func:`unetkit.inference.postprocess.has_contact`) too: 0/1, the foreground
+  ``1 - p(background)``, touching objects one pixel apart;
 - ``probabilities``: float32 softmax probabilities, ``(K, H, W)`` or ``(N, K, H, W)``;
 - ``instances``: labelled objects (uint16, or uint32 beyond 65535 objects) from the foreground
   probability ``1 - p(class 0)``: connected components of ``p > threshold``, or a seeded
@@ -23,7 +25,8 @@ import numpy as np
 from torch import nn
 
 from ..model import geometry
-from .postprocess import clean_mask, model_postprocess, postprocess_instances
+from .postprocess import (clean_mask, foreground_maps, has_contact, model_postprocess,
+                          postprocess_instances)
 from ..io.images import read_stack, stack_shape, tiff_metadata, write_tiff
 from .plan import DEFAULT_MEMORY_BUDGET, check_output_kind
 from .streaming import predict_to_file
@@ -150,6 +153,10 @@ def predict_file(
         )
     options = dict(instances or {})
     pp = model_postprocess(model, options.pop("threshold", None), options.pop("min_size", None))
+    contact = has_contact(model)
+    if contact and options.get("method", "components") != "components":
+        log.info("%s: a model with a contact class splits touching objects itself; the "
+                 "instance method %r is not used", path, options["method"])
     results = []
     for i in range(n):
         try:
@@ -159,13 +166,17 @@ def predict_file(
         except ValueError as exc:
             where = f" (slice {i})" if n > 1 else ""
             raise ValueError(f"{path}{where}: {exc}") from None
-        if output == "labels" and prob.shape[0] == 2:
-            results.append(clean_mask(1.0 - prob[0], pp).astype(np.uint8))
+        fg, interior = foreground_maps(prob, contact)
+        if output == "labels" and (prob.shape[0] == 2 or contact):
+            results.append(clean_mask(fg, pp, interior).astype(np.uint8))
         elif output == "labels":
             dtype = np.uint8 if prob.shape[0] <= 256 else np.uint16
             results.append(prob.argmax(axis=0).astype(dtype))
+        elif output == "instances" and contact:
+            labels = postprocess_instances(fg, pp, interior)
+            results.append(labels.astype(np.uint16) if labels.max() < 2**16 else labels)
         elif output == "instances":
-            labels = postprocess_instances(1.0 - prob[0], pp, **options)
+            labels = postprocess_instances(fg, pp, **options)
             results.append(labels.astype(np.uint16) if labels.max() < 2**16 else labels)
         else:
             results.append(prob)

@@ -14,6 +14,13 @@ the truth has, which costs foreground IoU against ``label > 0``.  Training choos
 validation data (:func:`choose_postprocess`) and stores them in the model file; ``unetkit
 predict`` applies them to the labels and the instances it writes.
 
+A model trained with a contact class (``data.touching: class``; class names
+:data:`CONTACT_CLASSES`, :func:`has_contact`) gives two maps instead of one: the foreground
+``1 - p(background)`` (object + contact, i.e. the whole of ``label > 0``) and the interior
+``p(object)``.  The mask is then the foreground above the threshold, and the objects are the
+interiors grown over it (:func:`split_touching`), so the mask is not shrunk to keep touching
+objects apart: one pixel between them is enough.
+
 Objects are 4-connected everywhere (as the metrics count them).
 """
 
@@ -25,15 +32,70 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.segmentation import expand_labels
+from skimage.segmentation import expand_labels, watershed
 
-__all__ = ["Postprocess", "clean_mask", "choose_postprocess", "object_scores", "SELECTION_METRICS",
+from .instances import _remove_small, _seed_labels, probabilities_to_instances
+
+__all__ = ["CONTACT_CLASSES", "has_contact", "foreground_maps", "split_touching",
+           "Postprocess", "clean_mask", "choose_postprocess", "object_scores", "SELECTION_METRICS",
            "model_postprocess", "grow_labels", "postprocess_instances"]
 
 _FOUR = ndi.generate_binary_structure(2, 1)
 #: what :func:`choose_postprocess` maximises: "iou" (foreground IoU) or "objects" (the mean of
 #: foreground IoU and F1 of objects matched at IoU > 0.5)
 SELECTION_METRICS = ("iou", "objects")
+#: class names of a model trained with a contact class (data.touching: class)
+CONTACT_CLASSES = ("background", "object", "contact")
+
+
+def has_contact(model: Any) -> bool:
+    """Whether ``model`` (a UNet with ``meta``) was trained with a contact class."""
+    names = getattr(model, "meta", {}).get("class_names")
+    return names is not None and tuple(names) == CONTACT_CLASSES
+
+
+def foreground_maps(prob: np.ndarray, contact: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(K, H, W) class probabilities -> foreground ``1 - p(background)`` and, for a contact
+    model, the interior ``p(object)`` (else None)."""
+    return 1.0 - prob[0], (prob[1] if contact else None)
+
+
+def split_touching(prob_fg: np.ndarray, interior: np.ndarray, threshold: float,
+                   seed: float = 0.0) -> np.ndarray:
+    """Foreground and interior probabilities of a contact model -> int32 objects.
+
+    The mask is ``prob_fg > threshold``.  Seeds are its pixels where the object class is at
+    least as likely as the contact class (``interior >= prob_fg / 2``), and above ``seed``
+    where that is given (> 0: fewer, surer seeds for a network that under-learned the
+    contacts); each 4-connected seed
+    is flooded over the mask, lowest contact probability first (a watershed on
+    ``prob_fg - interior``), and a mask component without a seed is an object of its own, so no
+    foreground is lost.  Where two objects meet, the pixels of the higher label that touch the
+    other one (4-neighbours) go back to the background: one pixel separates them, and the mask's
+    4-connected components are the objects (a piece cut off by that is an object of its own).
+    """
+    fg = np.asarray(prob_fg, np.float32)
+    inner = np.asarray(interior, np.float32)
+    mask = fg > threshold
+    if not mask.any():
+        return np.zeros(mask.shape, np.int32)
+    structure = ndi.generate_binary_structure(mask.ndim, 1)
+    components, _ = ndi.label(mask, structure=structure)
+    markers = _seed_labels(mask & (inner >= 0.5 * fg) & (inner > seed), components, structure)
+    labels = watershed(fg - inner, markers, mask=mask, connectivity=1).astype(np.int32)
+    # one pixel between objects: a pixel whose 4-neighbour belongs to a lower label is cleared
+    drop = np.zeros(mask.shape, bool)
+    for axis in range(labels.ndim):
+        for shift in (1, -1):
+            nb = np.roll(labels, shift, axis=axis)
+            edge = [slice(None)] * labels.ndim
+            edge[axis] = 0 if shift == 1 else -1
+            nb[tuple(edge)] = 0  # no wrap-around
+            drop |= (nb > 0) & (nb < labels)
+    labels[drop] = 0
+    # clearing may cut a thin object in two: each 4-connected piece is an object, so the objects
+    # are exactly the mask's components (different objects never are 4-neighbours here)
+    return ndi.label(labels > 0, structure=structure)[0].astype(np.int32)
 
 
 @dataclass(frozen=True)
@@ -44,6 +106,9 @@ class Postprocess:
     min_size: int = 0  # drop 4-connected components with fewer pixels
     fill_holes: int = 0  # fill enclosed background pieces with fewer pixels (0: none)
     grow: int = 0  # grow each object by this many px, keeping 1 px between objects (0: none)
+    # contact models: objects grow from their interior above this probability (0: wherever the
+    # object class is at least as likely as the contact class; split_touching)
+    seed: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold < 1.0:
@@ -54,6 +119,8 @@ class Postprocess:
             raise ValueError(f"fill_holes must be >= 0, got {self.fill_holes}")
         if self.grow < 0:
             raise ValueError(f"grow must be >= 0, got {self.grow}")
+        if not 0.0 <= self.seed < 1.0:
+            raise ValueError(f"seed must lie in [0, 1), got {self.seed:g}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,7 +132,8 @@ class Postprocess:
         if unknown:
             raise ValueError(f"unknown postprocess key(s): {sorted(unknown)}")
         return cls(threshold=float(d.get("threshold", 0.5)), min_size=int(d.get("min_size", 0)),
-                   fill_holes=int(d.get("fill_holes", 0)), grow=int(d.get("grow", 0)))
+                   fill_holes=int(d.get("fill_holes", 0)), grow=int(d.get("grow", 0)),
+                   seed=float(d.get("seed", 0.0)))
 
 
 def model_postprocess(model: Any, threshold: float | None = None,
@@ -75,7 +143,7 @@ def model_postprocess(model: Any, threshold: float | None = None,
     pp = Postprocess.from_dict(getattr(model, "meta", {}).get("postprocess"))
     return Postprocess(threshold=pp.threshold if threshold is None else float(threshold),
                        min_size=pp.min_size if min_size is None else int(min_size),
-                       fill_holes=pp.fill_holes, grow=pp.grow)
+                       fill_holes=pp.fill_holes, grow=pp.grow, seed=pp.seed)
 
 
 def _fill_small_holes(mask: np.ndarray, limit: int) -> np.ndarray:
@@ -138,25 +206,36 @@ def grow_labels(labels: np.ndarray, distance: int) -> np.ndarray:
     return grown
 
 
-def postprocess_instances(prob_fg: np.ndarray, pp: Postprocess, **options: Any) -> np.ndarray:
+def postprocess_instances(prob_fg: np.ndarray, pp: Postprocess,
+                          interior: np.ndarray | None = None, **options: Any) -> np.ndarray:
     """(H, W) foreground probability -> instance labels with every step of ``pp``: holes filled
     first (an object with a pin-hole stays whole), then ``probabilities_to_instances`` at the
-    threshold and smallest object (``options``: its method, seeds...), then growth.  The one
-    path of ``unetkit predict --output instances``, the demo and the napari layers."""
-    from .instances import probabilities_to_instances
-
+    threshold and smallest object (``options``: its method, seeds...), then growth.  With the
+    ``interior`` of a contact model, the objects are :func:`split_touching`'s instead (the
+    ``options`` do not apply).  The one path of ``unetkit predict --output instances`` and
+    ``--output labels``, the demo and the napari layers."""
     fg = np.asarray(prob_fg)
     if pp.fill_holes:
         filled = clean_mask(fg, replace(pp, min_size=0, grow=0))
         fg = np.where(filled, np.maximum(fg, 1.0), fg)
-    labels = probabilities_to_instances(fg, threshold=pp.threshold, min_size=pp.min_size,
-                                        **options)
+        if interior is not None:  # a filled hole is interior: it seeds no object of its own
+            interior = np.where(filled, np.maximum(interior, 0.5), interior)
+    if interior is not None:
+        labels = _remove_small(split_touching(fg, interior, pp.threshold, pp.seed),
+                               pp.min_size).astype(np.uint32)
+    else:
+        labels = probabilities_to_instances(fg, threshold=pp.threshold, min_size=pp.min_size,
+                                            **options)
     return grow_labels(labels, pp.grow)
 
 
-def clean_mask(prob_fg: np.ndarray, pp: Postprocess) -> np.ndarray:
+def clean_mask(prob_fg: np.ndarray, pp: Postprocess,
+               interior: np.ndarray | None = None) -> np.ndarray:
     """(H, W) foreground probability -> (H, W) bool mask: threshold, fill holes, drop specks,
-    grow objects (keeping them apart)."""
+    grow objects (keeping them apart).  With the ``interior`` of a contact model: the mask of
+    :func:`postprocess_instances` (touching objects one pixel apart)."""
+    if interior is not None:
+        return postprocess_instances(prob_fg, pp, interior) > 0
     mask = np.asarray(prob_fg) > pp.threshold
     if mask.ndim == 2:
         mask = _fill_small_holes(mask, pp.fill_holes)
@@ -207,7 +286,10 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
                        thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7),
                        min_sizes: Sequence[int] = (0,), hole_sizes: Sequence[int] = (0,),
                        grow_sizes: Sequence[int] = (0,),
-                       fixed: dict[str, Any] | None = None) -> tuple[Postprocess, dict[str, float]]:
+                       fixed: dict[str, Any] | None = None,
+                       interiors: Sequence[np.ndarray] | None = None,
+                       seeds: Sequence[float] = (0.0,),
+                       ) -> tuple[Postprocess, dict[str, float]]:
     """The :class:`Postprocess` that scores best on validation images, and its scores.
 
     Args:
@@ -218,6 +300,9 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
         grow_sizes: growth candidates, tried with every threshold at the best hole filling and
             smallest object found without growth (growth costs a distance transform per try).
         fixed: field values set by the user, kept as given (not searched).
+        interiors: a contact model's interior probabilities, one per image: the masks are then
+            :func:`postprocess_instances`' (touching objects split, one pixel apart).
+        seeds: the seed probabilities tried with ``interiors`` (every combination).
 
     Ties go to the earlier candidate (lower threshold, smaller min_size, no hole filling, no
     growth).
@@ -228,22 +313,32 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
     hole_sizes = [fixed["fill_holes"]] if "fill_holes" in fixed else sorted(set(hole_sizes))
     grow_sizes = [fixed["grow"]] if "grow" in fixed else sorted(set(grow_sizes) | {0})
     best: tuple[float, Postprocess, tuple] | None = None
-    for thr in thresholds:
-        raw = [np.asarray(p) > thr for p in probs]
-        for holes in hole_sizes:
-            filled = [_fill_small_holes(m, holes) for m in raw]
-            # one labelling per image, then each min_size is a lookup on the component sizes
-            labelled = [ndi.label(m, structure=_FOUR) for m in filled]
-            sizes = [np.bincount(lab.ravel(), minlength=n + 1) for lab, n in labelled]
-            for min_size in min_sizes:
-                masks = []
-                for (lab, _), sz in zip(labelled, sizes):
-                    keep = sz >= max(min_size, 1)
-                    keep[0] = False
-                    masks.append(keep[lab])
-                scores = _score(masks, truths, objects)
-                if best is None or scores[0] > best[0] + 1e-12:
-                    best = (scores[0], Postprocess(float(thr), int(min_size), int(holes)), scores)
+    inner = list(interiors) if interiors is not None else [None] * len(probs)
+    seed_list = ([fixed["seed"]] if "seed" in fixed else sorted(set(seeds))
+                 if interiors is not None else [0.0])
+    for thr, holes, seed in ((t, h, s) for t in thresholds for h in hole_sizes
+                             for s in seed_list):
+        # one labelling per image, then each min_size is a lookup on the object sizes
+        if interiors is not None:
+            cand = Postprocess(float(thr), 0, int(holes), seed=float(seed))
+            labelled = []
+            for p, q in zip(probs, inner):
+                lab = postprocess_instances(p, cand, q)
+                labelled.append((lab, int(lab.max())))
+        else:
+            labelled = [ndi.label(_fill_small_holes(np.asarray(p) > thr, holes), structure=_FOUR)
+                        for p in probs]
+        sizes = [np.bincount(lab.ravel(), minlength=n + 1) for lab, n in labelled]
+        for min_size in min_sizes:
+            masks = []
+            for (lab, _), sz in zip(labelled, sizes):
+                keep = sz >= max(min_size, 1)
+                keep[0] = False
+                masks.append(keep[lab])
+            scores = _score(masks, truths, objects)
+            if best is None or scores[0] > best[0] + 1e-12:
+                best = (scores[0], Postprocess(float(thr), int(min_size), int(holes),
+                                               seed=float(seed)), scores)
     assert best is not None  # internal: at least one candidate
     grows = [g for g in grow_sizes if g > 0]
     if grows:
@@ -253,7 +348,8 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
         for grow in grows:
             for thr in thresholds:
                 cand = replace(base, threshold=float(thr), grow=int(grow))
-                scores = _score([clean_mask(p, cand) for p in probs], truths, objects)
+                scores = _score([clean_mask(p, cand, q) for p, q in zip(probs, inner)], truths,
+                                objects)
                 if best is None or scores[0] > best[0] + 1e-12:
                     best = (scores[0], cand, scores)
     assert best is not None  # internal

@@ -34,7 +34,7 @@ from .engine import input_affine
 from .plan import check_output_kind
 from ..io.lazy import LazyImage, canonical_axes, open_image
 from ..data.normalize import Normalization
-from .postprocess import model_postprocess
+from .postprocess import has_contact, model_postprocess
 from ..io.sinks import Sink
 from .blockwise_labels import label_blocks
 
@@ -139,6 +139,9 @@ def predict_to_file(
     if output in ("labels", "instances") and (pp.fill_holes or pp.grow):
         log.info("streamed %s: the model file's hole filling (%d px) and growth (%d px) are not "
                  "applied tile by tile", output, pp.fill_holes, pp.grow)
+    if output == "instances" and has_contact(model):
+        log.info("streamed instances of a model with a contact class: the objects are the "
+                 "interiors (not grown over the contacts, which needs whole objects)")
 
     def write(run: OpenedRun) -> None:
         _predict_planes(run.runner, run.image, run.runner.plan(run.image.yx), run.layout,
@@ -215,6 +218,7 @@ def _predict_planes(runner: TileRunner, image: LazyImage, plan: list, layout: Ou
     total = len(planes) * len(plan)
     done = sum(1 for p in range(len(planes)) for t in range(len(plan)) if sink.is_done(f"{p} {t}"))
     pixels = 0
+    contact = has_contact(runner.model)
     if progress is not None:
         progress(done, total, 0)
     mask = None
@@ -236,9 +240,12 @@ def _predict_planes(runner: TileRunner, image: LazyImage, plan: list, layout: Ou
                 if output == "probabilities":
                     sink.array[layout.index(plane, ys, xs)] = part
                 elif output == "labels":
-                    labels = ((1.0 - part[0]) > threshold if part.shape[0] == 2
+                    labels = ((1.0 - part[0]) > threshold if part.shape[0] == 2 or contact
                               else part.argmax(0))
                     sink.array[layout.index(plane, ys, xs)] = labels.astype(layout.dtype)
+                elif contact:  # objects: the interiors (the contacts keep them apart)
+                    fg = 1.0 - part[0]
+                    mask[p, ys, xs] = (fg > threshold) & (part[1] >= 0.5 * fg)
                 else:
                     mask[p, ys, xs] = (1.0 - part[0]) > threshold
                 sink.mark(f"{p} {index[t]}")

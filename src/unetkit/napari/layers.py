@@ -26,7 +26,8 @@ import zarr
 from torch import nn
 
 from ..inference.blockwise_labels import label_blocks
-from ..inference.postprocess import model_postprocess, postprocess_instances
+from ..inference.postprocess import (foreground_maps, has_contact, model_postprocess,
+                                     postprocess_instances)
 from ..inference.runtime import with_runtime
 from ..inference.tiled import predict_tiled
 from ..io.images import write_tiff
@@ -107,8 +108,8 @@ def segment(
     if not lazy:
         prob = predict_tiled(net, image, tile_size=tile_size, progress=progress)
         labels = prob.argmax(axis=0).astype(np.uint8 if cfg.num_classes <= 256 else np.uint16)
-        fg = 1.0 - prob[0]
-        instances = postprocess_instances(fg, pp)
+        fg, interior = foreground_maps(prob, has_contact(model))
+        instances = postprocess_instances(fg, pp, interior)
         meta: dict[str, Any] = {}
     else:
         folder = Path(scratch) if scratch is not None else Path(tempfile.mkdtemp(prefix="unetkit-"))

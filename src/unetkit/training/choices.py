@@ -18,6 +18,12 @@ from ..model import geometry
 
 __all__ = ["derive"]
 
+#: the least share of the foreground where objects touch for a contact class.  Measured
+#: (benchmarks/accuracy.py, 2 min): the DSB nuclei touch on 1.9 % of their pixels and the demo's
+#: on 3.0 %; the CTC MSC cells on 0.04 %, where a contact class (trained on ~0 pixels) made
+#: training unstable (test IoU 0.227)
+MIN_CONTACT = 0.005
+
 #: the paper's elastic deformation: 10 px on a 3x3 grid over a 572 px tile
 _PAPER_SIGMA, _PAPER_TILE = 10.0, 572
 
@@ -48,6 +54,20 @@ def derive(cfg: Config, fp: Fingerprint) -> tuple[Config, dict[str, dict[str, An
                                         f"the images have {fp.channels} channel(s)"))
     else:
         note("model.in_channels", m.in_channels, "the images' channel count")
+    if d.touching == "class" and fp.label_kind == "instances":
+        if fp.contact_fraction >= MIN_CONTACT and m.num_classes == 2:
+            m = replace(m, num_classes=note(
+                "model.num_classes", 3,
+                f"data.touching=class: where objects touch ({fp.contact_fraction:.1%} of the "
+                f"foreground) is a class of its own, so background, object, contact"))
+            # three classes would let data.label_kind=auto read small ids as classes later
+            # (a resumed run): the kind is written down with them
+            d = replace(d, label_kind="instances")
+        elif m.num_classes == 2:
+            note("model.num_classes", 2, f"data.touching=class, but contacts are "
+                 f"{fp.contact_fraction:.2%} of the foreground (below {MIN_CONTACT:.1%}: too "
+                 f"rare a class to learn, and separation borders there cost little): "
+                 f"background and object")
     if d.normalization == "auto":
         spread = fp.normalization_spread
         if spread and spread["per_image"] < 0.8 * spread["percentile"]:

@@ -47,6 +47,7 @@ import torch
 from ..config import Config, dump, from_dict, preset
 from ..data.dataset import Prefetcher, Prepared, TileSampler
 from ..data.workers import ParallelPrefetcher
+from ..inference.postprocess import has_contact
 from ..io.images import atomic_path
 from ..model import geometry
 from ..model.modelfile import load_model, save_model
@@ -156,7 +157,7 @@ def _train(par: Parallel, config: Config, images, labels, out_dir, val_images, v
         fast = StepPath(dev)
         fast.prepare(run.model)
         run.world_size, run.device_state = par.world, fast.state_dict
-        if data.val and m.num_classes == 2 and par.main:
+        if data.val and (m.num_classes == 2 or has_contact(run.model)) and par.main:
             run.validator = Validator(cfg, data.val, data.val_pairs, data.fingerprint, str(dev))
         run.model.meta["postprocess"] = fixed_postprocess(cfg).to_dict()
         if ckpt is not None:
@@ -185,8 +186,8 @@ def _choose_postprocess(run: RunState) -> None:
         "metric": run.validator.metric, **{k: round(v, 4) for k, v in scores.items()}}
     save_model(run.out / MODEL, best)
     log.info("post-processing chosen on validation data: threshold %.2f, min_size %d px, "
-             "fill_holes %d px, grow %d px (%s %.3f)", pp.threshold, pp.min_size, pp.fill_holes,
-             pp.grow,
+             "fill_holes %d px, grow %d px%s (%s %.3f)", pp.threshold, pp.min_size,
+             pp.fill_holes, pp.grow, f", seed {pp.seed:.2f}" if has_contact(best) else "",
              run.validator.metric, scores["val_score"])
 
 

@@ -26,7 +26,7 @@ from ..config import Config
 from ..data.dataset import Pair, Prepared, split_validation
 from ..data.fingerprint import Fingerprint, object_ids
 from ..data.normalize import Normalization
-from ..inference.postprocess import Postprocess, choose_postprocess
+from ..inference.postprocess import Postprocess, choose_postprocess, foreground_maps, has_contact
 from ..inference.tiled import predict_tiled
 
 __all__ = ["auto_holdout", "ignore_band", "Validator", "BAND", "fixed_postprocess"]
@@ -43,6 +43,11 @@ BAND = 0.2  # share of each image held out when there are too few images to hold
 #: objects (up to 6 px per side) was tried on the demo and DSB models too: at most +0.011 IoU
 #: at 3 px, losses beyond, so it was left out.
 GROW = (0, 1, 2, 3)
+#: seed probabilities (a contact model's interior, inference.postprocess.split_touching) of the
+#: final search and of the quick one during training: after minutes of training the contact
+#: class is learned weakly, and seeds at the object-vs-contact argmax (0) merge touching nuclei
+SEEDS = (0.0, 0.5, 0.7, 0.9)
+QUICK_SEEDS = (0.0, 0.7)
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,8 @@ def ignore_band(item: Prepared, band: Band) -> Prepared:
 
 
 class Validator:
-    """Scores a model on validation items and chooses its post-processing (two classes)."""
+    """Scores a model on validation items and chooses its post-processing (two classes, or
+    three with a contact class)."""
 
     def __init__(self, cfg: Config, items: list[Prepared], pairs: list[Pair],
                  fp: Fingerprint, device: str) -> None:
@@ -108,7 +114,8 @@ class Validator:
                         if self.objects_metric else None)
         self.metric = "(IoU + F1@0.5) / 2" if self.objects_metric else "foreground IoU"
         pp = cfg.postprocess
-        self.fixed = {k: getattr(pp, k) for k in ("threshold", "min_size", "fill_holes", "grow")
+        self.fixed = {k: getattr(pp, k) for k in ("threshold", "min_size", "fill_holes", "grow",
+                                                  "seed")
                       if getattr(pp, k) is not None}
         # Candidates stay far below the training set's small objects (a quarter of the 5th
         # percentile of their areas): new images may hold smaller objects than the validation
@@ -120,28 +127,38 @@ class Validator:
         self.quick_sizes = sorted({0, min(int(0.05 * area), int(cap)), int(cap)})
         self.holes = sorted({0, int(2 * cap)}) if area else [0]
 
-    def probabilities(self, model: nn.Module) -> list[np.ndarray]:
-        out = []
+    def probabilities(self, model: nn.Module
+                      ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """Foreground probabilities of the validation images and, for a contact model, their
+        interior probabilities (``inference.postprocess.foreground_maps``)."""
+        contact = has_contact(model)
+        fgs, interiors = [], []
         for it in self.items:  # stored images are normalised already
             prob = predict_tiled(model, it.image, device=self.device,
                                  normalization=Normalization(mode="none"))
-            out.append(1.0 - prob[0])
-        return out
+            fg, inner = foreground_maps(prob, contact)
+            fgs.append(fg)
+            interiors.append(inner)
+        return fgs, (interiors if contact else None)
 
     def score(self, model: nn.Module) -> tuple[dict[str, float], Postprocess]:
         """Validation scores at the best post-processing of a small grid."""
-        pp, s = choose_postprocess(self.probabilities(model), self.truths, self.objects,
+        fgs, interiors = self.probabilities(model)
+        pp, s = choose_postprocess(fgs, self.truths, self.objects,
                                    thresholds=(0.4, 0.5, 0.6), min_sizes=self.quick_sizes,
-                                   hole_sizes=(0,), fixed=self.fixed)
+                                   hole_sizes=(0,), fixed=self.fixed, interiors=interiors,
+                                   seeds=QUICK_SEEDS)
         return self._row(s), pp
 
     def final(self, model: nn.Module) -> tuple[dict[str, float], Postprocess]:
         """The finer search on the selected model: thresholds 0.2-0.8, sizes, hole filling,
         growth."""
-        pp, s = choose_postprocess(self.probabilities(model), self.truths, self.objects,
+        fgs, interiors = self.probabilities(model)
+        pp, s = choose_postprocess(fgs, self.truths, self.objects,
                                    thresholds=tuple(np.round(np.arange(0.2, 0.81, 0.1), 2)),
                                    min_sizes=self.min_sizes, hole_sizes=self.holes,
-                                   grow_sizes=GROW, fixed=self.fixed)
+                                   grow_sizes=GROW, fixed=self.fixed, interiors=interiors,
+                                   seeds=SEEDS)
         return self._row(s), pp
 
     def _row(self, s: dict[str, Any]) -> dict[str, float]:
@@ -157,4 +174,5 @@ def fixed_postprocess(cfg: Config) -> Postprocess:
     return Postprocess(threshold=0.5 if pp.threshold is None else pp.threshold,
                        min_size=0 if pp.min_size is None else pp.min_size,
                        fill_holes=0 if pp.fill_holes is None else pp.fill_holes,
-                       grow=0 if pp.grow is None else pp.grow)
+                       grow=0 if pp.grow is None else pp.grow,
+                       seed=0.0 if pp.seed is None else pp.seed)

@@ -13,10 +13,11 @@ import numpy as np
 
 from ..config import Config
 from ..data.dataset import (Pair, Prepared, label_kind_of, load_pairs, prepare, split_validation,
-                            training_normalization)
+                            training_normalization, uses_contact)
 from ..data.checks import refuse_untrainable, warn_poor_data
 from ..data.fingerprint import Fingerprint, measure
 from ..data.normalize import Normalization
+from ..inference.postprocess import CONTACT_CLASSES
 from ..inference.tiled import predict_tiled
 from ..metrics import arrays as metrics
 from ..model.unet import UNet
@@ -86,9 +87,12 @@ def load_data(cfg: Config, images, labels, val_images, val_labels, val_fraction)
 
 
 def class_names(cfg: Config, items: list[Prepared]) -> list[str]:
-    """Names stored in the model file: background/object, or background/class_k."""
+    """Names stored in the model file: background/object, background/object/contact (a contact
+    class: ``inference.postprocess.has_contact``), or background/class_k."""
     if cfg.model.num_classes == 2 and all(it.kind != "classes" for it in items):
         return ["background", "object"]
+    if items and uses_contact(cfg, items[0].kind):
+        return list(CONTACT_CLASSES)
     return ["background"] + [f"class_{k}" for k in range(1, cfg.model.num_classes)]
 
 
