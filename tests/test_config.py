@@ -34,7 +34,8 @@ def test_paper_preset_is_the_paper():
 def test_default_preset_is_small_and_leaves_choices_to_the_data():
     paper, cfg = preset("paper"), preset("default")
     assert cfg.model.base_channels < paper.model.base_channels
-    assert cfg.model.depth == paper.model.depth and cfg.model.padding == "valid"
+    assert cfg.model.depth == paper.model.depth and paper.model.padding == "valid"
+    assert (cfg.model.padding, cfg.model.batch_norm) == ("same", True)  # measured: config.py
     assert is_legal(paper.train.tile_size, paper.model.depth, paper.model.padding)
     # left to the data (training.choices) in the default preset, fixed in the paper preset
     assert cfg.train.tile_size is None and cfg.augment.elastic_sigma is None
@@ -82,7 +83,7 @@ def test_partial_file_starts_from_its_preset(tmp_path):
         ({"model": {"padding": "same-ish"}}, "same-ish"),
         ({"model": {"depth": 4.5}}, "model.depth must be an integer, got 4.5"),
         ({"model": {"batch_norm": "yes"}}, "model.batch_norm"),
-        ({"model": {"batch_norm": True}}, "model.batch_norm is offered for the same-padded variant only"),
+        ({"model": {"padding": "valid"}}, "model.batch_norm is offered for the same-padded variant only"),
         ({"model": {"dropout": 1.0}}, "model.dropout must be in [0, 1), got 1.0"),
         ({"train": {"lr": "fast"}}, "'fast'"),
         ({"augment": {"contrast": 1.5}}, "contrast"),
@@ -141,7 +142,11 @@ def test_model_section_is_the_network_config():
     assert isinstance(cfg.model, UNetConfig) and cfg.model.batch_norm and cfg.model.padding == "same"
     assert UNet(**cfg.model.to_dict()).config == cfg.model
     with pytest.raises(ValueError, match=r"model\.batch_norm is offered"):
-        apply_overrides(preset("default"), ["model.batch_norm=true"])
+        apply_overrides(preset("paper"), ["model.batch_norm=true"])
+    with pytest.raises(ValueError, match=r"model\.batch_norm is offered"):
+        apply_overrides(preset("default"), ["model.padding=valid"])
+    valid = apply_overrides(preset("default"), ["model.batch_norm=false", "model.padding=valid"])
+    assert valid.model.padding == "valid" and not valid.model.batch_norm
 
 
 def test_label_kind_has_one_vocabulary():

@@ -124,11 +124,15 @@ def test_tile_and_elastic_strength_follow_the_objects():
     big = np.zeros((600, 600), np.uint16)
     big[50:250, 50:250] = 1
     image = np.zeros((1, 600, 600), np.uint16)
-    cfg = preset("default")
+    cfg = preset("default")  # same-padded: legal tiles are multiples of 16, from 256
     c_small, ch_small = derive(cfg, measure([image], [small]))
     c_big, _ = derive(cfg, measure([image], [big]))
-    assert c_small.train.tile_size == 316 < c_big.train.tile_size <= 508
-    assert c_small.augment.elastic_sigma == pytest.approx(10 * 316 / 572, abs=0.01)
+    assert c_small.train.tile_size == 256 < c_big.train.tile_size <= 508
+    assert c_small.augment.elastic_sigma == pytest.approx(10 * 256 / 572, abs=0.01)
+    valid = apply_overrides(cfg, ["model.padding=valid", "model.batch_norm=false"])
+    v_small, _ = derive(valid, measure([image], [small]))
+    v_big, _ = derive(valid, measure([image], [big]))
+    assert v_small.train.tile_size == 316 < v_big.train.tile_size <= 508
     assert c_small.data.foreground_sampling > 0  # 0.03 % foreground: sparse
     assert "train.iterations" in ch_small
     # the paper preset keeps the paper's values: nothing is left to the data

@@ -22,7 +22,10 @@ from unetkit.training.distributed import Parallel, check_global_batch, setup
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 # per-process batch 1; dropout off: its masks are drawn per rank (training.distributed)
-TINY = ["model.base_channels=4", "model.depth=2", "model.dropout=0", "train.tile_size=84",
+# valid convs without batch norm: batch statistics are per process (no SyncBatchNorm), so a
+# batch-norm network under DDP is not the one-process run
+TINY = ["model.padding=valid", "model.batch_norm=false",
+        "model.base_channels=4", "model.depth=2", "model.dropout=0", "train.tile_size=84",
         "train.minutes=null", "train.iterations=5", "train.val_interval=3",
         "train.warmup_iterations=2", "train.lr=0.001", "train.optimizer=sgd",
         "train.momentum=0.99", "train.batch_size=1"]

@@ -32,7 +32,8 @@ from unetkit.training import (
     train,
 )
 
-TINY = ["model.base_channels=4", "model.depth=2", "train.tile_size=84", "train.minutes=null",
+TINY = ["model.padding=valid", "model.batch_norm=false",  # the tile / output sizes below
+        "model.base_channels=4", "model.depth=2", "train.tile_size=84", "train.minutes=null",
         "train.iterations=12", "train.val_interval=4", "train.warmup_iterations=3",
         "train.lr=0.001", "train.optimizer=sgd", "train.momentum=0.99"]  # the paper's optimiser
 
