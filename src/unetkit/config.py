@@ -303,12 +303,15 @@ def preset(name: str) -> Config:
             # against 0.768 / 0.891, demo 0.854 / 0.870 against 0.866 / 0.940: not better
             # Zero-padded ("same") 3x3 convolutions with batch norm instead of the paper's valid
             # ones: a tile's output is the whole tile (a 256 tile supervises 65,536 px, a valid
-            # 316 tile 17,424), so a CPU minute trains on ~4x more pixels.  Measured
+            # 316 tile 17,424), so a CPU minute trains on ~3x more pixels (ISBI: 634 steps against
+            # 724-863).  Measured
             # (accuracy.py, 2 min, quiet, one run; test IoU / F1@0.5 against valid convs' last
             # run): ISBI 0.902 against 0.875, MSC 01 -> 02 0.701 / 0.678 against 0.695 / 0.586,
             # MSC 02 -> 01 0.509 / 0.633 against 0.434 / 0.488, DSB 0.846 / 0.845 against
-            # 0.768 / 0.891, demo 0.913 / 0.935 against 0.866 / 0.940.  Tiled prediction then
-            # overlaps tiles by a halo (inference.plan) instead of being exact, and under
+            # 0.768 / 0.891, demo 0.913 / 0.935 against 0.866 / 0.940; with the MONAI peer in
+            # the same run (benchmarks/README.md) ISBI 0.891, MSC 0.751 and 0.479, DSB 0.834,
+            # demo 0.898.  Tiled prediction then overlaps tiles by a 96 px halo that is thrown
+            # away (inference.plan; it matches a whole-image run to float rounding), and under
             # data-parallel training the batch statistics are each process's own (no
             # SyncBatchNorm); the paper preset keeps valid convolutions and exact overlap-tile
             model=replace(paper.model, base_channels=16, padding="same", batch_norm=True),

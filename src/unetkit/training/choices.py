@@ -95,8 +95,9 @@ def derive(cfg: Config, fp: Fingerprint) -> tuple[Config, dict[str, dict[str, An
                                f"uniform tiles see enough of it")
         d = replace(d, foreground_sampling=note("data.foreground_sampling", share, why))
     if t.tile_size is None:
-        # the output should hold a few objects; 316 (132 out) is the CPU default, up to 508
-        # (324 out) for large objects; never much beyond the images themselves
+        # the output should hold a few objects: from 256 px (same-padded, the default preset)
+        # or 316 (132 out, valid convs) up to 508 for large objects; never much beyond the
+        # images themselves
         want = max(3.0 * fp.object_diameter, 1.0)
         top = _tile_for(max(fp.height[2], fp.width[2]), m.depth, m.padding, 0, 1084)
         low = min(316, top) if m.padding == "valid" else min(256, top)
