@@ -293,9 +293,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     meta = read_model_meta(run / "model.safetensors")
     pp, val = meta.get("postprocess", {}), meta.get("training", {}).get("validation")
     if val:
-        from ..inference.postprocess import CONTACT_CLASSES
+        from ..inference.postprocess import has_contact
 
-        contact = tuple(meta.get("class_names") or ()) == CONTACT_CLASSES
+        contact = has_contact(meta)
         print(f"validation: {val['metric']} {val['val_score']:.3f} at threshold "
               f"{pp['threshold']:g}, min_size {pp['min_size']} px, fill_holes {pp['fill_holes']} px, "
               f"grow {pp.get('grow', 0)} px"

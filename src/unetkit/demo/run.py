@@ -119,8 +119,7 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings = DemoSettings()
     t_predict = time.perf_counter() - t2
     fg, interior = foreground_maps(prob, has_contact(model))
     pp = model_postprocess(model, min_size=s.min_size)
-    instances = (postprocess_instances(fg, pp, interior) if interior is not None
-                 else postprocess_instances(fg, pp, method=s.instance_method))
+    instances = postprocess_instances(fg, pp, interior, method=s.instance_method)
     write_tiff(out / "prediction_instances.tif", instances, axes="YX")
 
     say("scoring")

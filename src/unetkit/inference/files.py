@@ -166,17 +166,15 @@ def predict_file(
         except ValueError as exc:
             where = f" (slice {i})" if n > 1 else ""
             raise ValueError(f"{path}{where}: {exc}") from None
-        fg, interior = foreground_maps(prob, contact)
         if output == "labels" and (prob.shape[0] == 2 or contact):
+            fg, interior = foreground_maps(prob, contact)
             results.append(clean_mask(fg, pp, interior).astype(np.uint8))
         elif output == "labels":
             dtype = np.uint8 if prob.shape[0] <= 256 else np.uint16
             results.append(prob.argmax(axis=0).astype(dtype))
-        elif output == "instances" and contact:
-            labels = postprocess_instances(fg, pp, interior)
-            results.append(labels.astype(np.uint16) if labels.max() < 2**16 else labels)
-        elif output == "instances":
-            labels = postprocess_instances(fg, pp, **options)
+        elif output == "instances":  # a contact model's split ignores the method options
+            fg, interior = foreground_maps(prob, contact)
+            labels = postprocess_instances(fg, pp, interior, **options)
             results.append(labels.astype(np.uint16) if labels.max() < 2**16 else labels)
         else:
             results.append(prob)

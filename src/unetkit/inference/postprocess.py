@@ -36,7 +36,7 @@ from skimage.segmentation import expand_labels, watershed
 
 from .instances import _remove_small, _seed_labels, probabilities_to_instances
 
-__all__ = ["CONTACT_CLASSES", "has_contact", "foreground_maps", "split_touching",
+__all__ = ["CONTACT_CLASSES", "has_contact", "foreground_maps", "interior_seeds", "split_touching",
            "Postprocess", "clean_mask", "choose_postprocess", "object_scores", "SELECTION_METRICS",
            "model_postprocess", "grow_labels", "postprocess_instances"]
 
@@ -49,9 +49,18 @@ CONTACT_CLASSES = ("background", "object", "contact")
 
 
 def has_contact(model: Any) -> bool:
-    """Whether ``model`` (a UNet with ``meta``) was trained with a contact class."""
-    names = getattr(model, "meta", {}).get("class_names")
+    """Whether ``model`` (a UNet with ``meta``, or a model file's meta dict) was trained with a
+    contact class."""
+    meta = model if isinstance(model, dict) else getattr(model, "meta", {})
+    names = meta.get("class_names")
     return names is not None and tuple(names) == CONTACT_CLASSES
+
+
+def interior_seeds(prob_fg: np.ndarray, interior: np.ndarray, threshold: float,
+                   seed: float = 0.0) -> np.ndarray:
+    """A contact model's seed pixels: foreground above ``threshold`` where the object class is
+    at least as likely as the contact class (``interior >= prob_fg / 2``) and above ``seed``."""
+    return (prob_fg > threshold) & (interior >= 0.5 * prob_fg) & (interior > seed)
 
 
 def foreground_maps(prob: np.ndarray, contact: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -62,7 +71,7 @@ def foreground_maps(prob: np.ndarray, contact: bool) -> tuple[np.ndarray, np.nda
 
 def split_touching(prob_fg: np.ndarray, interior: np.ndarray, threshold: float,
                    seed: float = 0.0) -> np.ndarray:
-    """Foreground and interior probabilities of a contact model -> int32 objects.
+    """(H, W) foreground and interior probabilities of a contact model -> int32 objects.
 
     The mask is ``prob_fg > threshold``.  Seeds are its pixels where the object class is at
     least as likely as the contact class (``interior >= prob_fg / 2``), and above ``seed``
@@ -79,19 +88,15 @@ def split_touching(prob_fg: np.ndarray, interior: np.ndarray, threshold: float,
     mask = fg > threshold
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
-    structure = ndi.generate_binary_structure(mask.ndim, 1)
+    structure = _FOUR
     components, _ = ndi.label(mask, structure=structure)
-    markers = _seed_labels(mask & (inner >= 0.5 * fg) & (inner > seed), components, structure)
+    markers = _seed_labels(interior_seeds(fg, inner, threshold, seed), components, structure)
     labels = watershed(fg - inner, markers, mask=mask, connectivity=1).astype(np.int32)
     # one pixel between objects: a pixel whose 4-neighbour belongs to a lower label is cleared
     drop = np.zeros(mask.shape, bool)
-    for axis in range(labels.ndim):
-        for shift in (1, -1):
-            nb = np.roll(labels, shift, axis=axis)
-            edge = [slice(None)] * labels.ndim
-            edge[axis] = 0 if shift == 1 else -1
-            nb[tuple(edge)] = 0  # no wrap-around
-            drop |= (nb > 0) & (nb < labels)
+    for dy, dx in _FOUR_STEPS:
+        nb = _neighbour(labels, dy, dx)
+        drop |= (nb > 0) & (nb < labels)
     labels[drop] = 0
     # clearing may cut a thin object in two: each 4-connected piece is an object, so the objects
     # are exactly the mask's components (different objects never are 4-neighbours here)
@@ -167,6 +172,18 @@ def _drop_small(mask: np.ndarray, min_size: int) -> np.ndarray:
     return keep[lab]
 
 
+_FOUR_STEPS = ((0, 1), (0, -1), (1, 0), (-1, 0))
+
+
+def _neighbour(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """(H, W) -> the value of each pixel's neighbour at (y + dy, x + dx); 0 outside the image."""
+    h, w = a.shape
+    out = np.zeros_like(a)
+    out[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)] = \
+        a[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)]
+    return out
+
+
 def grow_labels(labels: np.ndarray, distance: int) -> np.ndarray:
     """Grow each object of a label image by ``distance`` px (Euclidean) into the background.
 
@@ -183,17 +200,9 @@ def grow_labels(labels: np.ndarray, distance: int) -> np.ndarray:
     grown = expand_labels(labels, distance=distance)
     new = (labels == 0) & (grown > 0)
     drop = np.zeros_like(new)
-    h, w = labels.shape
-    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
-        # the 4-neighbour at (y + dy, x + dx) of every pixel (0 outside the image)
-        nb = np.zeros_like(grown)
-        nb_orig = np.zeros_like(new)
-        ys = slice(max(dy, 0), h + min(dy, 0))
-        yd = slice(max(-dy, 0), h + min(-dy, 0))
-        xs = slice(max(dx, 0), w + min(dx, 0))
-        xd = slice(max(-dx, 0), w + min(-dx, 0))
-        nb[yd, xd] = grown[ys, xs]
-        nb_orig[yd, xd] = labels[ys, xs] > 0
+    for dy, dx in _FOUR_STEPS:
+        nb = _neighbour(grown, dy, dx)
+        nb_orig = _neighbour(labels, dy, dx) > 0
         other = (nb > 0) & (nb != grown)
         drop |= new & other & (nb_orig | (nb < grown))
     grown[drop] = 0

@@ -34,7 +34,7 @@ from .engine import input_affine
 from .plan import check_output_kind
 from ..io.lazy import LazyImage, canonical_axes, open_image
 from ..data.normalize import Normalization
-from .postprocess import has_contact, model_postprocess
+from .postprocess import has_contact, interior_seeds, model_postprocess
 from ..io.sinks import Sink
 from .blockwise_labels import label_blocks
 
@@ -145,7 +145,7 @@ def predict_to_file(
 
     def write(run: OpenedRun) -> None:
         _predict_planes(run.runner, run.image, run.runner.plan(run.image.yx), run.layout,
-                        run.sink, output, normalization, threshold, progress)
+                        run.sink, output, normalization, threshold, progress, pp.seed)
         if output == "instances":
             label_planes(run.sink, run.image, run.layout, min_size)
 
@@ -213,7 +213,7 @@ def run_to_sink(model: nn.Module, source: Any, out: str | os.PathLike,
 
 def _predict_planes(runner: TileRunner, image: LazyImage, plan: list, layout: OutputLayout,
                     sink: Sink, output: str, normalization: Any, threshold: float,
-                    progress: Progress | None) -> None:
+                    progress: Progress | None, seed: float = 0.0) -> None:
     planes = list(np.ndindex(*image.plane_shape))
     total = len(planes) * len(plan)
     done = sum(1 for p in range(len(planes)) for t in range(len(plan)) if sink.is_done(f"{p} {t}"))
@@ -244,8 +244,7 @@ def _predict_planes(runner: TileRunner, image: LazyImage, plan: list, layout: Ou
                               else part.argmax(0))
                     sink.array[layout.index(plane, ys, xs)] = labels.astype(layout.dtype)
                 elif contact:  # objects: the interiors (the contacts keep them apart)
-                    fg = 1.0 - part[0]
-                    mask[p, ys, xs] = (fg > threshold) & (part[1] >= 0.5 * fg)
+                    mask[p, ys, xs] = interior_seeds(1.0 - part[0], part[1], threshold, seed)
                 else:
                     mask[p, ys, xs] = (1.0 - part[0]) > threshold
                 sink.mark(f"{p} {index[t]}")
