@@ -300,7 +300,7 @@ def preset(name: str) -> Config:
             # 2 min, quiet, one run; test IoU / F1@0.5 against 16's last run): ~2x the steps
             # (ISBI 1518) but ISBI 0.870 against 0.875, MSC 01 -> 02 0.646 / 0.440 against
             # 0.695 / 0.586, MSC 02 -> 01 0.434 / 0.440 against 0.434 / 0.488, DSB 0.825 / 0.891
-            # against 0.768 / 0.891, demo 0.854 / 0.870 against 0.866 / 0.940: not better
+            # against 0.768 / 0.891, demo 0.854 / 0.870 against 0.866 / 0.940: not better.
             # Zero-padded ("same") 3x3 convolutions with batch norm instead of the paper's valid
             # ones: a tile's output is the whole tile (a 256 tile supervises 65,536 px, a valid
             # 316 tile 17,424), so a CPU minute trains on ~3x more pixels (ISBI: 634 steps against
@@ -319,7 +319,8 @@ def preset(name: str) -> Config:
             # demo 0.831 / 0.896), but with one tile per step its training statistics are each
             # tile's own, and the running statistics used at inference follow the last ~10
             # tiles: a validation can swing (MSC 02 -> 01: IoU 0.777 at step 200, 0.085 at step
-            # 206 with the learning rate near 0), which is why the best validated model is kept.
+            # 206 with the learning rate near 0); keeping the best validated model guards
+            # against it (benchmarks/README.md, fourth session).
             # Measured and not better: statistics recomputed over 64 training tiles after
             # training, each tile's own statistics at inference, statistics fixed at half the
             # run (demo 0.861 / 0.913), 4 tiles per step (ISBI 0.825, MSC 01 -> 02 0.596 /
