@@ -258,7 +258,10 @@ class PostprocessConfig:
     # grow each object by this many px into the background, 1 px kept between objects (0: none)
     grow: int | None = 0
     # models with a contact class (data.touching: class): objects grow from interior pixels
-    # above this probability; 0: wherever the object class is at least as likely as the contact
+    # above this probability; 0: wherever the object class is at least as likely as the contact.
+    # Two-class models: above the threshold, objects grow from the cores p > seed over the mask
+    # (touching objects one pixel apart; inference.postprocess.split_cores); at or below it
+    # (0, the paper): the mask's components are the objects
     seed: float | None = 0.0
 
     def __post_init__(self) -> None:

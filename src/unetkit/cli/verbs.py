@@ -299,7 +299,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"validation: {val['metric']} {val['val_score']:.3f} at threshold "
               f"{pp['threshold']:g}, min_size {pp['min_size']} px, fill_holes {pp['fill_holes']} px, "
               f"grow {pp.get('grow', 0)} px"
-              + (f", seed {pp['seed']:g}" if contact else "")
+              + (f", seed {pp['seed']:g}" if contact else
+                 f", cores above {pp['seed']:g}" if pp.get("seed", 0) > pp["threshold"] else "")
               + " (stored in the model file; predict applies them)")
     print(f"trained model: {run / 'model.safetensors'}")
     return 0

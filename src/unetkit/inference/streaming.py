@@ -142,6 +142,9 @@ def predict_to_file(
     if output == "instances" and has_contact(model):
         log.info("streamed instances of a model with a contact class: the objects are the "
                  "interiors (not grown over the contacts, which needs whole objects)")
+    elif output == "instances" and pp.seed > pp.threshold:
+        log.info("streamed instances: the objects are the cores above %g (not flooded over the "
+                 "mask above %g, which needs whole objects)", pp.seed, pp.threshold)
 
     def write(run: OpenedRun) -> None:
         _predict_planes(run.runner, run.image, run.runner.plan(run.image.yx), run.layout,
@@ -245,8 +248,8 @@ def _predict_planes(runner: TileRunner, image: LazyImage, plan: list, layout: Ou
                     sink.array[layout.index(plane, ys, xs)] = labels.astype(layout.dtype)
                 elif contact:  # objects: the interiors (the contacts keep them apart)
                     mask[p, ys, xs] = interior_seeds(1.0 - part[0], part[1], threshold, seed)
-                else:
-                    mask[p, ys, xs] = (1.0 - part[0]) > threshold
+                else:  # cores above the seed keep touching objects apart (split_cores)
+                    mask[p, ys, xs] = (1.0 - part[0]) > max(threshold, seed)
                 sink.mark(f"{p} {index[t]}")
                 pixels += t.h * t.w
             done += len(batch)

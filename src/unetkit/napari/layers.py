@@ -92,7 +92,8 @@ def segment(
     - ``"<name> instances"`` (labels): connected components of ``probability > threshold``
       with at least ``min_size`` px, with the model file's hole filling and growth, as
       ``unetkit predict`` makes them (``inference.postprocess.postprocess_instances``); for
-      lazy images block by block, threshold and smallest object only (the same partition);
+      lazy images block by block, threshold (a two-class model's cores where it has them) and
+      smallest object only (the same partition);
       ``None``: the model file's choice (``inference.postprocess.model_postprocess``).
 
     ``scratch``: folder for the lazy outputs of lazy images (default: a new temporary folder,
@@ -120,7 +121,10 @@ def segment(
         fg = 1.0 - prob_lazy[0]
         labels = prob_lazy.argmax(axis=0).astype(np.uint8 if cfg.num_classes <= 256 else np.uint16)
         inst = _lazy_out((height, width), "uint32", folder, f"{name}-instances")
-        label_blocks(fg > pp.threshold, inst, (_ZARR_CHUNK, _ZARR_CHUNK), min_size=pp.min_size)
+        # block by block: a two-class model's cores where it has them (split_cores needs whole
+        # objects), as unetkit.inference.streaming does
+        at = pp.threshold if has_contact(model) else max(pp.threshold, pp.seed)
+        label_blocks(fg > at, inst, (_ZARR_CHUNK, _ZARR_CHUNK), min_size=pp.min_size)
         instances = da.from_zarr(inst)
         meta = {"scratch": str(folder)}
     m = geometry.margin(cfg.depth, cfg.padding)

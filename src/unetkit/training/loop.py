@@ -187,7 +187,9 @@ def _choose_postprocess(run: RunState) -> None:
     save_model(run.out / MODEL, best)
     log.info("post-processing chosen on validation data: threshold %.2f, min_size %d px, "
              "fill_holes %d px, grow %d px%s (%s %.3f)", pp.threshold, pp.min_size,
-             pp.fill_holes, pp.grow, f", seed {pp.seed:.2f}" if has_contact(best) else "",
+             pp.fill_holes, pp.grow,
+             f", seed {pp.seed:.2f}" if has_contact(best) else
+             f", cores above {pp.seed:.2f}" if pp.seed > pp.threshold else "",
              run.validator.metric, scores["val_score"])
 
 
