@@ -119,8 +119,10 @@ def split_cores(prob_fg: np.ndarray, mask: np.ndarray, core: float) -> np.ndarra
     mask = np.asarray(mask, bool)
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
-    components, _ = ndi.label(mask, structure=_FOUR)
+    components, n = ndi.label(mask, structure=_FOUR)
     markers = _seed_labels(fg > core, components, _FOUR)
+    if markers.max() == n:  # one core per component: nothing to split
+        return components.astype(np.int32)
     labels = watershed(1.0 - fg, markers, mask=mask, connectivity=1).astype(np.int32)
     return _one_pixel_apart(labels)
 
@@ -342,6 +344,30 @@ def _score(masks: Sequence[np.ndarray], truths: Sequence[np.ndarray],
     return (iou + f1) / 2, iou, f1
 
 
+def _labelled(probs, inner, thr: float, holes: int, seed: float,
+              masks: dict) -> list[tuple[np.ndarray, int]]:
+    """The objects of each image at one candidate (before the smallest-object size), with their
+    count: one labelling per image, so each min_size is a lookup on the object sizes.  ``masks``
+    keeps each (threshold, holes) mask of a two-class model for the candidates after it."""
+    if inner and inner[0] is not None:
+        cand = Postprocess(float(thr), 0, int(holes), seed=float(seed))
+        out = []
+        for p, q in zip(probs, inner):
+            lab = postprocess_instances(p, cand, q)
+            out.append((lab, int(lab.max())))
+        return out
+    key = (thr, holes)
+    if key not in masks:
+        masks[key] = [_fill_small_holes(np.asarray(p) > thr, holes) for p in probs]
+    if seed > thr:
+        out = []
+        for p, m in zip(probs, masks[key]):
+            lab = split_cores(p, m, seed)
+            out.append((lab, int(lab.max())))
+        return out
+    return [ndi.label(m, structure=_FOUR) for m in masks[key]]
+
+
 def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray],
                        objects: Sequence[np.ndarray] | None, *,
                        thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7),
@@ -363,9 +389,10 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
         fixed: field values set by the user, kept as given (not searched).
         interiors: a contact model's interior probabilities, one per image: the masks are then
             :func:`postprocess_instances`' (touching objects split, one pixel apart).
-        seeds: the seed probabilities tried with ``interiors``, and, for two-class maps scored
-            with ``objects``, the cores tried above each threshold (:func:`split_cores`; every
-            combination, 0 always among them).
+        seeds: the seed probabilities tried with ``interiors`` (every combination, 0 always
+            among them).  For two-class maps scored with ``objects``, the cores
+            (:func:`split_cores`) tried once the plain masks are searched: each with every
+            threshold up to the best plain one, at its hole filling.
 
     Ties go to the earlier candidate (lower threshold, smaller min_size, no hole filling, no
     growth).
@@ -377,49 +404,53 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
     grow_sizes = [fixed["grow"]] if "grow" in fixed else sorted(set(grow_sizes) | {0})
     best: tuple[float, Postprocess, tuple] | None = None
     inner = list(interiors) if interiors is not None else [None] * len(probs)
-    two_d = all(np.ndim(p) == 2 for p in probs)
+    # a two-class model's cores are searched after the plain masks, below (cheaper than every
+    # combination: each try is a watershed per image)
+    cores = ([] if interiors is not None or objects is None or "seed" in fixed
+             or not all(np.ndim(p) == 2 for p in probs)
+             else sorted(s for s in set(seeds) if s > 0))
     seed_list = ([fixed["seed"]] if "seed" in fixed else sorted(set(seeds) | {0.0})
-                 if interiors is not None or (objects is not None and two_d) else [0.0])
-    for thr, holes, seed in ((t, h, s) for t in thresholds for h in hole_sizes
-                             for s in seed_list):
-        if interiors is None and 0 < seed <= thr:
-            continue  # cores at or below the threshold are the mask's components: seed 0
-        # one labelling per image, then each min_size is a lookup on the object sizes
-        if interiors is not None:
-            cand = Postprocess(float(thr), 0, int(holes), seed=float(seed))
-            labelled = []
-            for p, q in zip(probs, inner):
-                lab = postprocess_instances(p, cand, q)
-                labelled.append((lab, int(lab.max())))
-        elif seed > thr:
-            labelled = []
-            for p in probs:
-                lab = split_cores(p, _fill_small_holes(np.asarray(p) > thr, holes), seed)
-                labelled.append((lab, int(lab.max())))
-        else:
-            labelled = [ndi.label(_fill_small_holes(np.asarray(p) > thr, holes), structure=_FOUR)
-                        for p in probs]
-        sizes = [np.bincount(lab.ravel(), minlength=n + 1) for lab, n in labelled]
-        for min_size in min_sizes:
-            masks = []
-            for (lab, _), sz in zip(labelled, sizes):
-                keep = sz >= max(min_size, 1)
-                keep[0] = False
-                masks.append(keep[lab])
-            scores = _score(masks, truths, objects)
-            if best is None or scores[0] > best[0] + 1e-12:
-                best = (scores[0], Postprocess(float(thr), int(min_size), int(holes),
-                                               seed=float(seed)), scores)
+                 if interiors is not None else [0.0])
+
+    mask_cache: dict = {}
+
+    def consider(candidates) -> None:
+        nonlocal best
+        for thr, holes, seed in candidates:
+            if interiors is None and 0 < seed <= thr:
+                continue  # cores at or below the threshold are the mask's components: seed 0
+            labelled = _labelled(probs, inner, thr, holes, seed, mask_cache)
+            sizes = [np.bincount(lab.ravel(), minlength=n + 1) for lab, n in labelled]
+            for min_size in min_sizes:
+                masks = []
+                for (lab, _), sz in zip(labelled, sizes):
+                    keep = sz >= max(min_size, 1)
+                    keep[0] = False
+                    masks.append(keep[lab])
+                scores = _score(masks, truths, objects)
+                if best is None or scores[0] > best[0] + 1e-12:
+                    best = (scores[0], Postprocess(float(thr), int(min_size), int(holes),
+                                                   seed=float(seed)), scores)
+
+    consider((t, h, s) for t in thresholds for h in hole_sizes for s in seed_list)
     assert best is not None  # internal: at least one candidate
+    if cores:  # a lower mask threshold than the plain best, touching objects split at cores
+        plain = best[1]
+        consider((t, plain.fill_holes, s) for s in cores for t in thresholds
+                 if t <= plain.threshold)
     grows = [g for g in grow_sizes if g > 0]
     if grows:
         base = best[1]
         if 0 not in grow_sizes:  # a growth fixed by the user: no candidate without it
             best = None
+        # the objects at each threshold once (holes, smallest object, cores or contacts), then
+        # each growth on them: what clean_mask gives for that candidate
+        ungrown = {thr: [postprocess_instances(p, replace(base, threshold=float(thr), grow=0), q)
+                         for p, q in zip(probs, inner)] for thr in thresholds}
         for grow in grows:
             for thr in thresholds:
                 cand = replace(base, threshold=float(thr), grow=int(grow))
-                scores = _score([clean_mask(p, cand, q) for p, q in zip(probs, inner)], truths,
+                scores = _score([grow_labels(lab, grow) > 0 for lab in ungrown[thr]], truths,
                                 objects)
                 if best is None or scores[0] > best[0] + 1e-12:
                     best = (scores[0], cand, scores)
