@@ -171,3 +171,25 @@ def test_min_size_candidates_stay_below_the_small_objects():
     v = Validator(preset("default"), [], [], fp, "cpu")
     assert max(v.min_sizes) <= 0.25 * fp.small_object_area
     assert max(v.quick_sizes) <= 0.25 * fp.small_object_area and 0 in v.min_sizes
+
+
+def test_a_vessel_like_mask_is_scored_by_iou_and_blobs_by_objects():
+    """A binary network (vessels, membranes) with fragments is not objects to count: its
+    validation metric is the foreground IoU; several blobs per image are counted."""
+    from unetkit.training.selection import Validator
+
+    tree = np.zeros((200, 200), np.uint8)
+    tree[100:104, 10:190] = 1  # a trunk and branches: one component
+    for x in (40, 80, 120, 160):
+        tree[20:100, x:x + 3] = 1
+    for y, x in ((10, 10), (180, 30), (185, 170), (15, 185)):  # four small fragments
+        tree[y:y + 3, x:x + 3] = 1
+    blobs = np.zeros((200, 200), np.uint8)
+    for y, x in ((20, 20), (20, 120), (120, 20), (120, 120), (60, 70)):
+        blobs[y:y + 25, x:x + 25] = 1
+    image = np.zeros((1, 200, 200), np.uint8)
+    fp_tree, fp_blobs = measure([image], [tree]), measure([image], [blobs])
+    assert fp_tree.objects_per_image == 5 and fp_tree.largest_object_share > 0.9
+    assert fp_blobs.largest_object_share == pytest.approx(0.2)
+    assert Validator(preset("default"), [], [], fp_tree, "cpu").metric == "foreground IoU"
+    assert Validator(preset("default"), [], [], fp_blobs, "cpu").objects_metric

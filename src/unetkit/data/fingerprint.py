@@ -48,6 +48,9 @@ class Fingerprint:
     # share of the foreground pixels where two instance-labelled objects touch (the pixels the
     # paper's separation borders clear, targets.instances_to_target); 0 for other label kinds
     contact_fraction: float = 0.0
+    # median over images of the largest object's share of the foreground: near 1 for a network
+    # (vessels, membranes) however many fragments its mask has, small for cells and nuclei
+    largest_object_share: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,6 +113,7 @@ def measure(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], kind: st
     total = 0
     fgs = []
     contact = 0
+    shares: list[float] = []
     for lab, k in zip(labels, kinds):
         lab = np.asarray(lab)
         valid = lab != ignore_value if ignore_value is not None else np.ones(lab.shape, bool)
@@ -125,6 +129,8 @@ def measure(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], kind: st
         sizes = np.bincount(obj.ravel())[1:]
         sizes = sizes[sizes > 0]
         per_image.append(int(sizes.size))
+        if sizes.size:
+            shares.append(float(sizes.max() / sizes.sum()))
         areas.extend(sizes.tolist())
     freq = {str(k): counts[k] / max(total, 1) for k in sorted(counts)}
     area = float(np.median(areas)) if areas else 0.0
@@ -139,4 +145,5 @@ def measure(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], kind: st
         small_object_area=float(np.percentile(areas, 5)) if areas else 0.0,
         object_diameter=2.0 * math.sqrt(area / math.pi) if area else 0.0,
         normalization_spread=normalization_spread(images, fgs),
-        contact_fraction=contact / max(sum(int(f.sum()) for f in fgs), 1))
+        contact_fraction=contact / max(sum(int(f.sum()) for f in fgs), 1),
+        largest_object_share=float(np.median(shares)) if shares else 0.0)

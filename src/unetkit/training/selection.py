@@ -7,7 +7,8 @@
   ignored in training (its pixels still serve as context); validation scores the band alone.
 * :class:`Validator`: predicts the validation images (overlap-tile, as ``unetkit predict``)
   and scores them with the metric that fits the label kind: with countable objects (instance
-  labels, or masks with several blobs per image) the mean of foreground IoU and object F1 at
+  labels, or masks with several blobs per image, none of them most of the foreground) the
+  mean of foreground IoU and object F1 at
   IoU 0.5; otherwise foreground IoU.  Each score is taken at the best post-processing
   (``inference.postprocess``) of a small grid; :meth:`Validator.final` searches a finer grid
   once on the selected model, and that choice goes into the model file (for a two-class model
@@ -35,6 +36,9 @@ __all__ = ["auto_holdout", "ignore_band", "Validator", "BAND", "fixed_postproces
 log = logging.getLogger(__name__)
 
 BAND = 0.2  # share of each image held out when there are too few images to hold one out
+#: a binary mask whose largest component holds at least this share of the foreground (median
+#: over images) is a network (vessels, membranes), not objects to count
+NETWORK_SHARE = 0.5
 #: growth candidates (px) of the final search: the separation borders the network learns
 #: (paper Sec. 3, up to a few px between touching objects) are what growth gives back.
 #: Measured (benchmarks/accuracy.py, 2 min, quiet, one seed; test IoU / F1@0.5 with growth
@@ -116,8 +120,13 @@ class Validator:
         self.items, self.device = items, device
         kind = fp.label_kind
         self.truths = [np.asarray(p.labels) > 0 for p in pairs]
-        self.objects_metric = kind == "instances" or (kind == "binary" and
-                                                     fp.objects_per_image >= 3)
+        # countable objects: instance labels, or masks of several blobs per image where no
+        # one blob holds most of the foreground.  A vessel tree or a membrane network is one
+        # large component with fragments: counting those fragments is no score, so such a mask
+        # is scored by its foreground IoU
+        self.objects_metric = kind == "instances" or (
+            kind == "binary" and fp.objects_per_image >= 3
+            and fp.largest_object_share < NETWORK_SHARE)
         self.objects = ([object_ids(np.asarray(p.labels), kind) for p in pairs]
                         if self.objects_metric else None)
         self.metric = "(IoU + F1@0.5) / 2" if self.objects_metric else "foreground IoU"
