@@ -131,3 +131,26 @@ def test_streamed_instances_use_the_cores(tmp_path):
     net.meta["postprocess"] = {"threshold": 0.3}
     out = predict_to_file(net, src, tmp_path / "j.ome.zarr", output="instances", tile_size=TILE)
     assert zarr.open_group(str(out), mode="r")["0"][...].max() == 2
+
+
+def test_predict_writes_labels_and_instances_split_at_the_stored_cores(tmp_path):
+    import tifffile
+    from tests.inference.test_streaming import TwoClassCrop
+    from unetkit.inference.files import predict_file
+
+    truth, prob = _touching_disks(shape=(96, 100))
+    q = np.clip(prob, 1e-4, 1 - 1e-4)
+    image = tmp_path / "p.tif"
+    tifffile.imwrite(image, (0.5 + np.log(q / (1 - q)) / 80).astype(np.float32))
+    net = TwoClassCrop()
+    got = {}
+    for seed in (0.0, 0.8):
+        net.meta["postprocess"] = {"threshold": 0.3, "seed": seed}
+        for kind in ("labels", "instances"):
+            got[seed, kind] = tifffile.imread(predict_file(net, image, tmp_path / f"{seed}{kind}",
+                                                           output=kind))
+    assert ndi.label(got[0.0, "labels"] > 0, FOUR)[1] == 2 == got[0.0, "instances"].max()
+    # with the cores the touching pair is two objects in both outputs, one pixel apart
+    assert ndi.label(got[0.8, "labels"] > 0, FOUR)[1] == 3 == got[0.8, "instances"].max()
+    np.testing.assert_array_equal(got[0.8, "labels"] > 0, got[0.8, "instances"] > 0)
+    assert not _adjacent(got[0.8, "instances"])
