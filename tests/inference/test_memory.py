@@ -1,6 +1,7 @@
 """Memory is bounded by the tiles in flight, not by the image (measured resident memory)."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -93,8 +94,13 @@ ESTIMATE = textwrap.dedent(
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 @pytest.mark.parametrize("size, base", [(508, 8), (508, 16), (700, 4)])
 def test_memory_estimate_within_25_percent_of_measured_peak(size, base):
+    # glibc's malloc settings change what the process keeps between the warm-up and the
+    # measured forward pass.  After the dask tests' local cluster this process's environment
+    # holds a MALLOC_ setting (distributed configures MALLOC_TRIM_THRESHOLD_), and the child
+    # then measured a peak up to 28 % lower: it measures with glibc's own defaults
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     res = subprocess.run([sys.executable, "-c", ESTIMATE, str(size), str(base)],
-                         capture_output=True, text=True, timeout=300, check=True)
+                         capture_output=True, text=True, timeout=300, check=True, env=env)
     r = json.loads(res.stdout.strip().splitlines()[-1])
     ratio = r["estimated"] / r["measured"]
     print(f"tile {size}, base {base}: estimated {r['estimated'] / 2**20:.1f} MiB, measured "
