@@ -270,8 +270,8 @@ def postprocess_instances(prob_fg: np.ndarray, pp: Postprocess,
     threshold and smallest object (``options``: its method, seeds...), then growth.  With the
     ``interior`` of a contact model, the objects are :func:`split_touching`'s instead (the
     ``options`` do not apply); for a two-class model whose ``pp.seed`` lies above the threshold,
-    :func:`split_cores`' (with the default method, "components").  The one path of ``unetkit predict --output instances`` and
-    ``--output labels``, the demo and the napari layers."""
+    :func:`split_cores`' (with the default method, "components").  The one path of ``unetkit
+    predict --output instances`` and ``--output labels``, the demo and the napari layers."""
     fg = np.asarray(prob_fg)
     if pp.fill_holes:
         filled = clean_mask(fg, replace(pp, min_size=0, grow=0, seed=0.0))
