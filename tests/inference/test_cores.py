@@ -86,7 +86,7 @@ def test_choose_postprocess_takes_a_low_mask_and_high_cores_when_objects_touch()
 
 
 def test_labels_and_instances_share_the_split_and_holes_seed_nothing():
-    truth, prob = _touching_disks()
+    _, prob = _touching_disks()
     prob[24, 66] = 0.1  # a pin-hole in the lone disk's core
     prob[22:27, 16:21] = 0.5  # a dimmer patch inside the first disk, below the cores
     prob[23:26, 17:20] = 0.05  # holding a hole: filled, it must not seed an object of its own
@@ -118,7 +118,7 @@ def test_streamed_instances_use_the_cores(tmp_path):
     from tests.inference.test_streaming import TILE, TwoClassCrop
     from unetkit.inference.streaming import predict_to_file
 
-    truth, prob = _touching_disks(shape=(96, 100))
+    _, prob = _touching_disks(shape=(96, 100))
     src = tmp_path / "p.zarr"
     arr = zarr.create_array(str(src), shape=prob.shape, dtype=np.float32, chunks=(32, 32))
     q = np.clip(prob, 1e-4, 1 - 1e-4)
@@ -138,7 +138,7 @@ def test_predict_writes_labels_and_instances_split_at_the_stored_cores(tmp_path)
     from tests.inference.test_streaming import TwoClassCrop
     from unetkit.inference.files import predict_file
 
-    truth, prob = _touching_disks(shape=(96, 100))
+    _, prob = _touching_disks(shape=(96, 100))
     q = np.clip(prob, 1e-4, 1 - 1e-4)
     image = tmp_path / "p.tif"
     tifffile.imwrite(image, (0.5 + np.log(q / (1 - q)) / 80).astype(np.float32))

@@ -41,7 +41,7 @@ from torch import nn
 
 from .engine import TileRunner, model_normalization
 from .plan import context
-from .postprocess import has_contact, model_postprocess
+from .postprocess import blockwise_threshold, has_contact, model_postprocess
 from ..io.lazy import open_image
 from ..data.normalize import Normalization
 from .streaming import OpenedRun, label_planes, run_to_sink
@@ -255,9 +255,7 @@ def predict_to_file_dask(model: nn.Module, source: str | Any, out: Any, client: 
         raise ValueError("on a cluster the input must be a file path the workers can read")
     pp = model_postprocess(model, threshold, min_size)
     threshold, min_size = pp.threshold, pp.min_size
-    # block-wise objects of a two-class model: its cores where it has them (split_cores needs
-    # whole objects), as in unetkit.inference.streaming
-    objects_at = threshold if has_contact(model) else max(threshold, pp.seed)
+    objects_at = blockwise_threshold(pp, has_contact(model))
 
 
     def write(run: OpenedRun) -> None:

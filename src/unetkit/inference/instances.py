@@ -60,11 +60,27 @@ def probabilities_to_instances(prob_fg: np.ndarray, threshold: float = 0.5,
         markers = _seed_labels(h_maxima(distance, h) > 0, components, structure)
         labels = watershed(-distance, markers, mask=mask, connectivity=1)
     else:
-        markers = _seed_labels(prob > core_threshold, components, structure)
-        labels = watershed(1.0 - prob, markers, mask=mask, connectivity=1)
+        labels = core_watershed(prob, mask, components, core_threshold)
     labels = _remove_small(labels, min_size)
     logger.debug("probabilities_to_instances: %d objects (%s)", labels.max(), method)
     return labels.astype(np.uint32)
+
+
+def core_watershed(prob: np.ndarray, mask: np.ndarray, components: np.ndarray,
+                   core_threshold: float) -> np.ndarray:
+    """The cores ``prob > core_threshold`` (face-connected, inside ``mask``) flooded over the
+    mask, highest probability first (a watershed on ``1 - prob``); a mask component
+    (``components``: its face-connected labels) without a core is an object of its own.
+    Touching objects touch in the result.  With one core per component there is nothing to
+    split, and each component takes its core's label without a watershed."""
+    structure = ndi.generate_binary_structure(prob.ndim, 1)
+    markers = _seed_labels(prob > core_threshold, components, structure)
+    if markers.max() == components.max():  # one core per component
+        lut = np.zeros(components.max() + 1, markers.dtype)
+        seeded = markers > 0
+        lut[components[seeded]] = markers[seeded]
+        return lut[components]
+    return watershed(1.0 - prob, markers, mask=mask, connectivity=1)
 
 
 def _check_prob(prob_fg: np.ndarray) -> np.ndarray:

@@ -42,12 +42,13 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import expand_labels, watershed
 
-from .instances import _remove_small, _seed_labels, probabilities_to_instances
+from .instances import (_remove_small, _seed_labels, core_watershed,
+                        probabilities_to_instances)
 
 __all__ = ["CONTACT_CLASSES", "has_contact", "foreground_maps", "interior_seeds", "split_touching",
-           "split_cores", "uses_cores", "Postprocess", "clean_mask", "choose_postprocess",
-           "object_scores", "SELECTION_METRICS", "model_postprocess", "grow_labels",
-           "postprocess_instances"]
+           "split_cores", "uses_cores", "blockwise_threshold", "Postprocess", "clean_mask",
+           "choose_postprocess", "object_scores", "SELECTION_METRICS", "model_postprocess",
+           "grow_labels", "postprocess_instances"]
 
 _FOUR = ndi.generate_binary_structure(2, 1)
 #: what :func:`choose_postprocess` maximises: "iou" (foreground IoU) or "objects" (the mean of
@@ -108,23 +109,20 @@ def split_cores(prob_fg: np.ndarray, mask: np.ndarray, core: float) -> np.ndarra
     objects split at their cores.
 
     Each 4-connected core (``prob_fg > core``, inside the mask) is flooded over the mask, highest
-    probability first (a watershed on ``1 - prob_fg``), so touching objects part where the
-    probability dips between them; a mask component without a core is an object of its own, so
-    no foreground is lost.  One pixel separates touching objects, as in :func:`split_touching`.
-    This lets the mask come from a low threshold (the objects' whole extent, for foreground IoU)
-    while the objects are told apart at a high one (for counting them): one threshold cannot do
-    both when the network leaves only a shallow dip between touching objects.
+    probability first (``inference.instances.core_watershed``, as the "watershed" method with
+    core seeds), so touching objects part where the probability dips between them; a mask
+    component without a core is an object of its own, so no foreground is lost.  One pixel
+    separates touching objects, as in :func:`split_touching`.  This lets the mask come from a
+    low threshold (the objects' whole extent, for foreground IoU) while the objects are told
+    apart at a high one (for counting them): one threshold cannot do both when the network
+    leaves only a shallow dip between touching objects.
     """
     fg = np.asarray(prob_fg, np.float32)
     mask = np.asarray(mask, bool)
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
-    components, n = ndi.label(mask, structure=_FOUR)
-    markers = _seed_labels(fg > core, components, _FOUR)
-    if markers.max() == n:  # one core per component: nothing to split
-        return components.astype(np.int32)
-    labels = watershed(1.0 - fg, markers, mask=mask, connectivity=1).astype(np.int32)
-    return _one_pixel_apart(labels)
+    components, _ = ndi.label(mask, structure=_FOUR)
+    return _one_pixel_apart(core_watershed(fg, mask, components, core).astype(np.int32))
 
 
 def _one_pixel_apart(labels: np.ndarray) -> np.ndarray:
@@ -141,6 +139,13 @@ def _one_pixel_apart(labels: np.ndarray) -> np.ndarray:
     labels = labels.copy()
     labels[drop] = 0
     return ndi.label(labels > 0, structure=_FOUR)[0].astype(np.int32)
+
+
+def blockwise_threshold(pp: Postprocess, contact: bool) -> float:
+    """The foreground probability above which objects are labelled block by block (streamed,
+    dask and lazy napari instances): a two-class model's cores where it has them, since
+    :func:`split_cores` needs whole objects; otherwise the threshold."""
+    return pp.threshold if contact else max(pp.threshold, pp.seed)
 
 
 def uses_cores(pp: Postprocess, ndim: int = 2) -> bool:

@@ -26,8 +26,8 @@ import zarr
 from torch import nn
 
 from ..inference.blockwise_labels import label_blocks
-from ..inference.postprocess import (foreground_maps, has_contact, model_postprocess,
-                                     postprocess_instances)
+from ..inference.postprocess import (blockwise_threshold, foreground_maps, has_contact,
+                                     model_postprocess, postprocess_instances)
 from ..inference.runtime import with_runtime
 from ..inference.tiled import predict_tiled
 from ..io.images import write_tiff
@@ -121,9 +121,7 @@ def segment(
         fg = 1.0 - prob_lazy[0]
         labels = prob_lazy.argmax(axis=0).astype(np.uint8 if cfg.num_classes <= 256 else np.uint16)
         inst = _lazy_out((height, width), "uint32", folder, f"{name}-instances")
-        # block by block: a two-class model's cores where it has them (split_cores needs whole
-        # objects), as unetkit.inference.streaming does
-        at = pp.threshold if has_contact(model) else max(pp.threshold, pp.seed)
+        at = blockwise_threshold(pp, has_contact(model))
         label_blocks(fg > at, inst, (_ZARR_CHUNK, _ZARR_CHUNK), min_size=pp.min_size)
         instances = da.from_zarr(inst)
         meta = {"scratch": str(folder)}

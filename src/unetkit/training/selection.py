@@ -56,7 +56,7 @@ QUICK_SEEDS = (0.0, 0.7)
 #: core probabilities of a two-class model (inference.postprocess.split_cores), tried above each
 #: threshold when objects are scored: a low threshold for the mask and high cores for telling
 #: touching objects apart (demo data, offline on one model's test images: cores at 0.9 gave
-#: F1@0.5 0.952, 0.8 0.934, 0.95 0.936, 0.7 0.916 with the mask at 0.3); each one costs a
+#: F1@0.5 0.952, 0.8 0.932, 0.95 0.936, 0.7 0.916 with the mask at 0.3); each one costs a
 #: watershed per image and threshold, so two
 CORES = (0.0, 0.8, 0.9)
 QUICK_CORES = (0.0, 0.9)
