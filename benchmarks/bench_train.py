@@ -29,7 +29,8 @@ from unetkit.data.dataset import load_pairs, prepare, training_normalization
 from unetkit.training.loss import weighted_cross_entropy
 from unetkit.model.unet import UNet
 from unetkit.data.synthetic import write_dataset
-from unetkit.training import run_config, train
+from unetkit.config import load_config
+from unetkit.training import CONFIG, run_config, train
 
 ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
 
@@ -45,26 +46,29 @@ def _measure(name: str, preset: str, steps: int, images: Path, labels: Path, wor
     cfg = run_config(work / name, preset_name=preset, iterations=steps,
                      overrides=["train.val_interval=1000000", "train.warmup_iterations=0"])
     rec: dict[int, dict] = {}
-    train(cfg, images, labels, work / name, progress=lambda s, total, info: rec.update({s: info}))
+    run = train(cfg, images, labels, work / name,
+                progress=lambda s, total, info: rec.update({s: info}))
+    cfg = load_config(Path(run) / CONFIG)  # as trained: the tile the data chose
     first, last = rec[1], rec[steps]
     n = steps - 1
     step_s = (last["elapsed"] - first["elapsed"]) / n
     prep_s = (last["data_prep"] - first["data_prep"]) / n
     wait_s = (last["data_wait"] - first["data_wait"]) / n
-    t = cfg.train
-    return {"name": name, "tile": f"{t.tile_size}->{geometry.output_size(t.tile_size)}",
-            "channels": cfg.model.base_channels, "it_s": 1 / step_s, "step_s": step_s,
+    t, m = cfg.train, cfg.model
+    return {"name": name, "cfg": cfg,
+            "tile": f"{t.tile_size}->{geometry.output_size(t.tile_size, m.depth, m.padding)}",
+            "channels": "-".join(map(str, m.widths)), "it_s": 1 / step_s, "step_s": step_s,
             "prep_s": prep_s, "wait_s": wait_s, "steps": n,
-            "gflop": 3 * geometry.conv_flops(t.tile_size, 4, cfg.model.base_channels) / 1e9}
+            "gflop": 3 * geometry.conv_flops(t.tile_size, m.depth, m.widths,
+                                             padding=m.padding) / 1e9}
 
 
-def _compute_only(preset: str, steps: int) -> float:
+def _compute_only(cfg, steps: int) -> float:
     """Seconds per step of forward/backward/update on one fixed tile, no data pipeline."""
-    cfg = run_config(".", preset_name=preset)
     m, t = cfg.model, cfg.train
-    model = UNet(m.in_channels, m.num_classes, m.depth, m.base_channels)
+    model = UNet(**m.to_dict())
     opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=t.momentum)
-    out = geometry.output_size(t.tile_size, m.depth)
+    out = geometry.output_size(t.tile_size, m.depth, m.padding)
     x = torch.randn(1, 1, t.tile_size, t.tile_size)
     target = torch.randint(0, 2, (1, out, out))
     weights = torch.rand(1, out, out)
@@ -95,20 +99,20 @@ def main() -> None:
     rows = [_measure("paper", "paper", args.paper_steps, images, labels, work),
             _measure("default", "default", args.default_steps, images, labels, work)]
     for r, steps in zip(rows, (max(2, args.paper_steps - 2), args.default_steps // 2)):
-        r["alone_s"] = _compute_only(r["name"], steps)
+        r["alone_s"] = _compute_only(r["cfg"], steps)
     load_after = os.getloadavg()
     print(f"# {what}; {os.cpu_count()} CPUs; load average {load[0]:.2f} before, "
           f"{load_after[0]:.2f} after; targets + weights once per image: {targets_s * 1e3:.0f} ms")
     print("# prep = augmentation in the background thread; wait = loop blocked on the queue; "
           "fwd/bwd = step - wait; ~GFLOP/s = 3 x forward conv FLOPs / step; "
           "alone = fwd/bwd/update without data pipeline")
-    head = (f"{'network':8} {'ch':>3} {'tile':>9} {'steps':>5} {'it/s':>7} {'s/step':>7} "
+    head = (f"{'network':8} {'channels':>17} {'tile':>9} {'steps':>5} {'it/s':>7} {'s/step':>7} "
             f"{'prep ms':>8} {'prep %':>7} {'wait ms':>8} {'wait %':>7} {'fwd/bwd %':>9} "
             f"{'GFLOP/s':>8} {'alone s':>8} {'overhead %':>10}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['name']:8} {r['channels']:3d} {r['tile']:>9} {r['steps']:5d} {r['it_s']:7.2f} "
+        print(f"{r['name']:8} {r['channels']:>17} {r['tile']:>9} {r['steps']:5d} {r['it_s']:7.2f} "
               f"{r['step_s']:7.3f} {r['prep_s'] * 1e3:8.1f} {100 * r['prep_s'] / r['step_s']:7.1f} "
               f"{r['wait_s'] * 1e3:8.2f} {100 * r['wait_s'] / r['step_s']:7.1f} "
               f"{100 * (1 - r['wait_s'] / r['step_s']):9.1f} {r['gflop'] / r['step_s']:8.1f} "

@@ -36,6 +36,8 @@ def test_default_preset_is_small_and_leaves_choices_to_the_data():
     assert cfg.model.base_channels < paper.model.base_channels
     assert cfg.model.depth == paper.model.depth and paper.model.padding == "valid"
     assert (cfg.model.padding, cfg.model.batch_norm) == ("same", True)  # measured: config.py
+    assert cfg.model.widths == (16, 16, 32, 64, 128)  # MONAI BasicUNet's, measured: config.py
+    assert paper.model.widths == (64, 128, 256, 512, 1024)
     assert is_legal(paper.train.tile_size, paper.model.depth, paper.model.padding)
     # left to the data (training.choices) in the default preset, fixed in the paper preset
     assert cfg.train.tile_size is None and cfg.augment.elastic_sigma is None
@@ -116,6 +118,11 @@ def test_overrides_use_yaml_typing():
     assert cfg.train.lr == 5e-4 and cfg.train.minutes is None
     assert cfg.augment.flip is False and cfg.model.base_channels == 8
     assert cfg.train.optimizer == "adam"
+    cfg2 = apply_overrides(cfg, ["model.channels=[8, 8, 16, 32, 64]"])
+    assert cfg2.model.channels == (8, 8, 16, 32, 64) and cfg2.model.widths[-1] == 64
+    assert from_dict(yaml.safe_load(dump(cfg2))).model.channels == (8, 8, 16, 32, 64)
+    with pytest.raises(ValueError, match="channels must be 5 positive integers"):
+        apply_overrides(cfg, ["model.channels=[8, 16]"])
     assert isinstance(apply_overrides(cfg, ["weights.w0=3"]).weights.w0, float)
     with pytest.raises(ValueError, match=r"unknown key 'train\.lrr'"):
         apply_overrides(cfg, ["train.lrr=1"])

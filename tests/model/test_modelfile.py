@@ -25,6 +25,10 @@ def test_round_trip_preserves_weights_config_meta(tmp_path):
     assert back.meta["class_names"] == ["bg", "a", "b", "c"]
     assert back.meta["trained_iterations"] == 10
     assert Normalization.from_dict(back.meta["normalization"]).mean == (1.0, 2.0, 3.0)
+    # explicit channels per level travel in the architecture too
+    m = UNet(depth=2, channels=(4, 4, 6), padding="same", batch_norm=True)
+    back = load_model(save_model(tmp_path / "c.safetensors", m))
+    assert back.config.widths == (4, 4, 6) and back.config == m.config
 
 
 def test_loaded_model_predicts_like_original(tmp_path, rng):

@@ -91,10 +91,32 @@ def test_conv_flops_match_torch_counter():
     assert geometry.conv_flops(140, 3, 4) == counter.get_total_flops()
 
 
+def test_channels_per_level():
+    # model.channels: any width per level (here MONAI BasicUNet's profile), not only doubling
+    model = UNet(depth=3, channels=(4, 4, 8, 12), padding="same", batch_norm=True).eval()
+    assert model.config.widths == (4, 4, 8, 12)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert [c.out_channels for c in convs] == [4, 4, 4, 4, 8, 8, 12, 12, 8, 8, 4, 4, 4, 4]
+    assert model.up[0][0].in_channels == 16 and model.head.in_channels == 4
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        assert model(torch.randn(1, 1, 48, 48)).shape == (1, 2, 48, 48)
+    assert geometry.conv_flops(48, 3, (4, 4, 8, 12), padding="same") == counter.get_total_flops()
+    # doubling written out is the same network as base_channels
+    assert geometry.level_channels(3, 4) == [4, 8, 16, 32]
+    assert UNet(depth=3, channels=[4, 8, 16, 32]).config.widths == UNet(
+        depth=3, base_channels=4).config.widths
+    # flat_levels: the profile follows base_channels and depth
+    assert UNet(depth=3, base_channels=4, flat_levels=1).config.widths == (4, 4, 8, 16)
+    assert UNet(depth=2, base_channels=4, flat_levels=2).config.widths == (4, 4, 4)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"padding": "full"}, "padding"), ({"depth": 0}, "depth"), ({"num_classes": 1}, "num_classes"),
-     ({"dropout": 1.0}, "dropout"), ({"batch_norm": True}, "same-padded")],
+     ({"dropout": 1.0}, "dropout"), ({"batch_norm": True}, "same-padded"),
+     ({"depth": 2, "channels": (4, 8)}, r"3 positive integers \(one per level at depth 2\)"),
+     ({"depth": 1, "channels": (4, 0)}, "channels must be 2 positive integers"),
+     ({"depth": 2, "flat_levels": 3}, r"flat_levels must be an integer from 0 to depth \(2\)")],
 )
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -198,7 +198,8 @@ def _readme(model: nn.Module, name: str, training_data: str | None,
         f"[unetkit](https://github.com/) {__version__}.",
         "",
         "## Network",
-        f"- {cfg.padding} convolutions, depth {cfg.depth}, {cfg.base_channels} base channels, "
+        f"- {cfg.padding} convolutions, depth {cfg.depth}, "
+        f"{'-'.join(map(str, cfg.widths))} channels per level, "
         f"{cfg.in_channels} input channel(s), {cfg.num_classes} classes "
         f"({', '.join(meta.get('class_names') or [])})",
         f"- input height and width: {first} + {2**cfg.depth} n px; output: input - {2 * m} px "
@@ -262,7 +263,7 @@ def export_bioimageio(
     sample = _check_sample(model, sample if sample is not None else sample_input(model))
     expected = _reference_output(model, sample, norm)
     # the spec allows letters, digits, spaces, "_-()" in names
-    name = name or f"unetkit U-Net {cfg.padding} depth {cfg.depth} base {cfg.base_channels}"
+    name = name or f"unetkit U-Net {cfg.padding} depth {cfg.depth} base {cfg.widths[0]}"
     class_names = list(meta.get("class_names") or [f"class{i}" for i in range(cfg.num_classes)])
     if len(class_names) != cfg.num_classes:
         class_names = [f"class{i}" for i in range(cfg.num_classes)]

@@ -149,10 +149,14 @@ def _batches(items: list, n: int) -> Iterable[list]:
         yield items[i : i + n]
 
 
-def model_geometry(model: nn.Module) -> tuple[int, str, int, int, int]:
+def model_geometry(model: nn.Module) -> tuple[int, str, int, int, tuple[int, ...]]:
+    """(depth, padding, in_channels, num_classes, channels per level) of a unetkit model."""
     cfg = getattr(model, "config", None)
     try:
-        return (cfg.depth, cfg.padding, cfg.in_channels, cfg.num_classes, cfg.base_channels)
+        widths = getattr(cfg, "widths", None)  # a plain config: base_channels doubling
+        if widths is None:
+            widths = tuple(geometry.level_channels(cfg.depth, cfg.base_channels))
+        return (cfg.depth, cfg.padding, cfg.in_channels, cfg.num_classes, widths)
     except AttributeError:
         raise TypeError(
             "predict_tiled needs a model with a `config` (depth, padding, in_channels, "

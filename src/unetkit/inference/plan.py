@@ -16,6 +16,7 @@ The tensor code (engine.py) calls these functions and never re-derives them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..model import geometry
@@ -133,7 +134,7 @@ def region_tiles(y0: int, x0: int, h: int, w: int, tile_size: int, depth: int = 
             for (y, hh, iy, oy) in axis(y0, h) for (x, ww, ix, ox) in axis(x0, w)]
 
 
-def estimate_memory(size: int, depth: int, base_channels: int, padding: str = "valid",
+def estimate_memory(size: int, depth: int, base_channels: int | Sequence[int], padding: str = "valid",
                     batch_size: int = 1, in_channels: int = 1) -> int:
     """Estimated peak bytes of a no-grad forward pass on ``batch_size`` tiles (float32).
 
@@ -141,25 +142,25 @@ def estimate_memory(size: int, depth: int, base_channels: int, padding: str = "v
     them; the largest stage (its input, its output and, in the expanding path, the
     concatenation); and the convolution library's working copies at full resolution (oneDNN
     reorders feature maps into a blocked layout, channels padded to 16): measured as 1.6
-    first-level feature maps of ``max(base_channels, 16)`` channels.  Without that last part the
+    first-level feature maps of ``max(channels[0], 16)`` channels.  Without that last part the
     estimate was 2x below the measured peak (tests/inference/test_memory.py checks 25 %).
     """
     sizes = dict(geometry.iter_level_sizes(size, depth, padding))
-    ch = [base_channels * 2**lvl for lvl in range(depth + 1)]
+    ch = geometry.level_channels(depth, base_channels)
     skips = sum(ch[lvl] * sizes[f"down{lvl}.conv2"] ** 2 for lvl in range(depth))
     peak_stage = max(
         [in_channels * size**2 + ch[0] * sizes["down0.conv1"] ** 2]
         + [3 * ch[lvl] * sizes[f"up{lvl}.upconv"] ** 2 + ch[lvl] * sizes[f"up{lvl}.conv1"] ** 2
            for lvl in range(depth)]
     )
-    workspace = 1.6 * max(base_channels, 16) * sizes["down0.conv1"] ** 2
+    workspace = 1.6 * max(ch[0], 16) * sizes["down0.conv1"] ** 2
     return int(4 * batch_size * (skips + peak_stage + workspace))
 
 
 def choose_tile_size(
     shape: tuple[int, int],
     depth: int = 4,
-    base_channels: int = 64,
+    base_channels: int | Sequence[int] = 64,
     padding: str = "valid",
     batch_size: int = 1,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
@@ -213,7 +214,7 @@ def fit_tile_size(
     shape: tuple[int, int],
     size: int,
     depth: int = 4,
-    base_channels: int = 64,
+    base_channels: int | Sequence[int] = 64,
     padding: str = "valid",
     batch_size: int = 1,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,

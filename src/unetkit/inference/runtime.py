@@ -117,7 +117,8 @@ def _cache_key(model: nn.Module, tile_size: int, batch_size: int) -> str:
 
     cfg = model.config
     cpu = platform.processor() or platform.machine()
-    return (f"v2|c{cfg.in_channels}-k{cfg.num_classes}-d{cfg.depth}-w{cfg.base_channels}-"
+    widths = ".".join(map(str, getattr(cfg, "widths", None) or (cfg.base_channels,)))
+    return (f"v2|c{cfg.in_channels}-k{cfg.num_classes}-d{cfg.depth}-w{widths}-"
             f"{cfg.padding}-bn{int(cfg.batch_norm)}|tile{tile_size}x{batch_size}|"
             f"threads{torch.get_num_threads()}|{cpu}|torch{torch.__version__}|"
             f"ort{onnxruntime.__version__}")
@@ -237,7 +238,8 @@ def with_runtime(model: nn.Module, runtime: str = "torch", *, tile_size: int | N
         return model
     if tile_size is None:
         cfg = model.config
-        tile_size = choose_tile_size((2048, 2048), cfg.depth, cfg.base_channels, cfg.padding,
+        tile_size = choose_tile_size((2048, 2048), cfg.depth,
+                                     getattr(cfg, "widths", None) or cfg.base_channels, cfg.padding,
                                      batch_size, in_channels=cfg.in_channels,
                                      num_classes=cfg.num_classes)
     choice, built = _choose(model, tile_size, batch_size,

@@ -18,7 +18,7 @@ it, and written exactly once.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 __all__ = [
     "output_size",
@@ -33,6 +33,7 @@ __all__ = [
     "min_legal_size",
     "iter_level_sizes",
     "conv_flops",
+    "level_channels",
 ]
 
 CONVS_PER_LEVEL = 2  # two 3x3 convolutions per level (paper, Fig. 1)
@@ -179,10 +180,21 @@ def iter_level_sizes(size: int, depth: int, padding: str = "valid") -> Iterator[
         yield (f"up{lvl}.conv2", s)
 
 
+def level_channels(depth: int, base_channels: int | Sequence[int]) -> list[int]:
+    """Channels per level, top to bottom: ``base_channels`` doubling per level, or, given a
+    sequence (``model.channels``), those ``depth + 1`` numbers."""
+    if isinstance(base_channels, int):
+        return [base_channels * 2**lvl for lvl in range(depth + 1)]
+    ch = [int(c) for c in base_channels]
+    if len(ch) != depth + 1:
+        raise ValueError(f"channels must have {depth + 1} entries at depth {depth}, got {ch}")
+    return ch
+
+
 def conv_flops(
     size: int,
     depth: int = 4,
-    base_channels: int = 64,
+    base_channels: int | Sequence[int] = 64,
     in_channels: int = 1,
     num_classes: int = 2,
     padding: str = "valid",
@@ -193,7 +205,7 @@ def conv_flops(
     """
     check_input_size(size, depth, padding)
     sizes = dict(iter_level_sizes(size, depth, padding))
-    ch = [base_channels * 2**lvl for lvl in range(depth + 1)]
+    ch = level_channels(depth, base_channels)
     macs = 0
     for lvl in range(depth):
         cin = in_channels if lvl == 0 else ch[lvl - 1]

@@ -60,12 +60,15 @@ class UNet(nn.Module):
         padding: str = "valid",
         dropout: float = 0.5,
         batch_norm: bool = False,
+        flat_levels: int = 0,
+        channels: tuple[int, ...] | list[int] | None = None,
     ) -> None:
         super().__init__()
         self.config = UNetConfig(
-            in_channels, num_classes, depth, base_channels, padding, dropout, batch_norm
+            in_channels, num_classes, depth, base_channels, padding, dropout, batch_norm,
+            flat_levels, None if channels is None else tuple(channels),
         )
-        ch = [base_channels * 2**lvl for lvl in range(depth + 1)]
+        ch = list(self.config.widths)
         self.down = nn.ModuleList(
             DoubleConv(in_channels if lvl == 0 else ch[lvl - 1], ch[lvl], padding, batch_norm)
             for lvl in range(depth)
