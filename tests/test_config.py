@@ -36,7 +36,7 @@ def test_default_preset_is_small_and_leaves_choices_to_the_data():
     assert cfg.model.base_channels < paper.model.base_channels
     assert cfg.model.depth == paper.model.depth and paper.model.padding == "valid"
     assert (cfg.model.padding, cfg.model.batch_norm) == ("same", True)  # measured: config.py
-    assert cfg.model.widths == (16, 16, 32, 64, 128)  # MONAI BasicUNet's, measured: config.py
+    assert cfg.model.widths == (16, 32, 64, 128, 256)  # flat_levels=1 measured: config.py
     assert paper.model.widths == (64, 128, 256, 512, 1024)
     assert is_legal(paper.train.tile_size, paper.model.depth, paper.model.padding)
     # left to the data (training.choices) in the default preset, fixed in the paper preset

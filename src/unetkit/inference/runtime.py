@@ -41,6 +41,7 @@ from torch import nn
 
 from ..model import geometry
 from ..model.onnxgraph import INPUT_NAME, onnx_bytes
+from .engine import model_geometry
 from .plan import choose_tile_size
 
 __all__ = ["RUNTIMES", "OnnxRuntimeModel", "with_runtime", "measure_runtimes", "cache_dir",
@@ -117,7 +118,7 @@ def _cache_key(model: nn.Module, tile_size: int, batch_size: int) -> str:
 
     cfg = model.config
     cpu = platform.processor() or platform.machine()
-    widths = ".".join(map(str, getattr(cfg, "widths", None) or (cfg.base_channels,)))
+    widths = ".".join(map(str, model_geometry(model)[4]))
     return (f"v2|c{cfg.in_channels}-k{cfg.num_classes}-d{cfg.depth}-w{widths}-"
             f"{cfg.padding}-bn{int(cfg.batch_norm)}|tile{tile_size}x{batch_size}|"
             f"threads{torch.get_num_threads()}|{cpu}|torch{torch.__version__}|"
@@ -237,11 +238,9 @@ def with_runtime(model: nn.Module, runtime: str = "torch", *, tile_size: int | N
     if on_gpu:
         return model
     if tile_size is None:
-        cfg = model.config
-        tile_size = choose_tile_size((2048, 2048), cfg.depth,
-                                     getattr(cfg, "widths", None) or cfg.base_channels, cfg.padding,
-                                     batch_size, in_channels=cfg.in_channels,
-                                     num_classes=cfg.num_classes)
+        depth, padding, in_ch, n_cls, widths = model_geometry(model)
+        tile_size = choose_tile_size((2048, 2048), depth, widths, padding, batch_size,
+                                     in_channels=in_ch, num_classes=n_cls)
     choice, built = _choose(model, tile_size, batch_size,
                             Path(cache) if cache is not None else None)
     if choice == "torch":

@@ -180,11 +180,13 @@ def iter_level_sizes(size: int, depth: int, padding: str = "valid") -> Iterator[
         yield (f"up{lvl}.conv2", s)
 
 
-def level_channels(depth: int, base_channels: int | Sequence[int]) -> list[int]:
-    """Channels per level, top to bottom: ``base_channels`` doubling per level, or, given a
-    sequence (``model.channels``), those ``depth + 1`` numbers."""
+def level_channels(depth: int, base_channels: int | Sequence[int],
+                   flat_levels: int = 0) -> list[int]:
+    """Channels per level, top to bottom: ``base_channels`` kept for ``flat_levels`` levels below
+    the top, then doubling per level (0: the paper's 64, 128, ... 1024), or, given a sequence
+    (``model.channels``), those ``depth + 1`` numbers."""
     if isinstance(base_channels, int):
-        return [base_channels * 2**lvl for lvl in range(depth + 1)]
+        return [base_channels * 2 ** max(0, lvl - flat_levels) for lvl in range(depth + 1)]
     ch = [int(c) for c in base_channels]
     if len(ch) != depth + 1:
         raise ValueError(f"channels must have {depth + 1} entries at depth {depth}, got {ch}")
