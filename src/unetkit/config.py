@@ -88,11 +88,10 @@ class UNetConfig:
     def widths(self) -> tuple[int, ...]:
         """Channels per level, top to bottom: ``channels``, or ``base_channels`` kept for
         ``flat_levels`` levels below the top, then doubling."""
-        from .model.geometry import level_channels  # here: unetkit.model imports this module
-
         if self.channels is not None:
             return self.channels
-        return tuple(level_channels(self.depth, self.base_channels, self.flat_levels))
+        return tuple(self.base_channels * 2 ** max(0, lvl - self.flat_levels)
+                     for lvl in range(self.depth + 1))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 
+from ..config import UNetConfig
+
 __all__ = [
     "output_size",
     "is_legal",
@@ -185,8 +187,9 @@ def level_channels(depth: int, base_channels: int | Sequence[int],
     """Channels per level, top to bottom: ``base_channels`` kept for ``flat_levels`` levels below
     the top, then doubling per level (0: the paper's 64, 128, ... 1024), or, given a sequence
     (``model.channels``), those ``depth + 1`` numbers."""
-    if isinstance(base_channels, int):
-        return [base_channels * 2 ** max(0, lvl - flat_levels) for lvl in range(depth + 1)]
+    if isinstance(base_channels, int):  # the formula lives with the model's config
+        return list(UNetConfig(depth=depth, base_channels=base_channels,
+                               flat_levels=flat_levels).widths)
     ch = [int(c) for c in base_channels]
     if len(ch) != depth + 1:
         raise ValueError(f"channels must have {depth + 1} entries at depth {depth}, got {ch}")
