@@ -15,8 +15,8 @@ paper network (31 M parameters, valid convolutions).  Printed per tile size:
 Then, per CPU runtime (eager torch, onnxruntime, and OpenVINO when ``openvino`` is installed),
 ``predict_tiled`` on a ``--runtime-size`` image (default 1024) with the paper network (64
 channels) and the ``default`` preset's (16 channels), at the tile the tiler picks: seconds (best
-of 3 runs, the runtimes in alternation), the ratio torch time / runtime time (> 1: the runtime is faster), the largest difference from the
-torch output, and what ``--runtime auto`` chose from its own measurement (fresh cache).
+of 3 runs, the runtimes in alternation), the ratio torch time / runtime time (> 1: the runtime
+is faster), the largest difference from the torch output, and what ``--runtime auto`` chose from its own measurement (fresh cache).
 
 Also prints the peak resident memory of the process.  Run:
 
@@ -99,7 +99,7 @@ def runtime_table(size: int, batch: int) -> None:
         # best of REPEATS runs, the runtimes in alternation (one-shot times of the same command
         # moved by up to 1.6x from run to run here: a single run cannot rank two runtimes)
         outs, best = {}, {rt: float("inf") for rt in nets}
-        for rt, net in nets.items():
+        for net in nets.values():
             predict_tiled(net, image, tile_size=tile, batch_size=batch)  # warm-up
         for _ in range(REPEATS):
             for rt, net in nets.items():

@@ -81,6 +81,8 @@ def main() -> None:
     budget = apply_overrides(cfg, ["train.minutes=0.05", "train.iterations=1000000"])
     train(budget, images, labels, root / "budget", progress=slow_rank1)
     (root / f"budget_rank{rank}.txt").write_text(str(last["step"]))
+    # rank 0 may still choose the post-processing: a group destroyed under it aborts (SIGABRT)
+    dist.barrier()
     dist.destroy_process_group()
 
 

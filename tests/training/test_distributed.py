@@ -17,7 +17,8 @@ import torch
 
 from unetkit.config import apply_overrides, preset
 from unetkit.data.synthetic import write_dataset
-from unetkit.training import CHECKPOINT, load_checkpoint, train
+from unetkit.model.modelfile import load_model
+from unetkit.training import CHECKPOINT, MODEL, load_checkpoint, train
 from unetkit.training.distributed import Parallel, check_global_batch, setup
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -147,6 +148,21 @@ def test_old_checkpoint_counts_as_one_process():
     check_global_batch(ckpt, Parallel(rank=0, world=2), 1)
     with pytest.raises(ValueError, match="the run used 2"):
         check_global_batch(ckpt, Parallel(rank=0, world=2), 2)
+
+
+def test_torchrun_runs_the_cli_itself_and_every_rank_exits_cleanly(tmp_path):
+    """``train`` sets up the group and closes it; rank 1 waits at that close while rank 0
+    chooses the post-processing (a group torn down under it aborted rank 1 now and then)."""
+    write_dataset(tmp_path / "cells", 4, (96, 96), seed=2, n_cells=7)
+    sets = [a for s in TINY for a in ("--set", s)]
+    done = _torchrun("-m", "unetkit", "train", "--images", str(tmp_path / "cells" / "images"),
+                     "--labels", str(tmp_path / "cells" / "labels"), "--out",
+                     str(tmp_path / "run"), *sets, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "run" / CHECKPOINT)
+    assert ckpt["step"] == 5 and ckpt["parallel"] == {"world_size": 2, "global_batch": 2}
+    meta = load_model(tmp_path / "run" / MODEL).meta  # rank 0 finished after the last step
+    assert "validation" in meta["training"] and "threshold" in meta["postprocess"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

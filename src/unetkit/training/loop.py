@@ -110,11 +110,14 @@ def train(config: Config | str, images, labels, out_dir, *, val_images=None, val
     elif not isinstance(config, Config):
         raise TypeError(f"config must be a Config or a preset name, got {type(config).__name__}")
     par = setup(device)
+    finished = False
     try:
-        return _train(par, config, images, labels, out_dir, val_images, val_labels, val_fraction,
-                      resume, progress, announce)
+        out = _train(par, config, images, labels, out_dir, val_images, val_labels, val_fraction,
+                     resume, progress, announce)
+        finished = True
+        return out
     finally:
-        par.close()
+        par.close(wait=finished)
 
 
 def _train(par: Parallel, config: Config, images, labels, out_dir, val_images, val_labels,
