@@ -16,7 +16,8 @@ Then, per CPU runtime (eager torch, onnxruntime, and OpenVINO when ``openvino`` 
 ``predict_tiled`` on a ``--runtime-size`` image (default 1024) with the paper network (64
 channels) and the ``default`` preset's (16 channels), at the tile the tiler picks: seconds (best
 of 3 runs, the runtimes in alternation), the ratio torch time / runtime time (> 1: the runtime
-is faster), the largest difference from the torch output, and what ``--runtime auto`` chose from its own measurement (fresh cache).
+is faster), the largest difference from the torch output, and what ``--runtime auto`` chose
+from its own measurement (fresh cache).
 
 Also prints the peak resident memory of the process.  Run:
 
