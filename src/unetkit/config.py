@@ -150,7 +150,9 @@ class WeightsConfig:
     # weight of a soft Dice term on the foreground classes added to Eq. 1 (training.loss);
     # paper: none (0). Off in the default preset too: measured at 500 steps (one seed; test
     # foreground IoU / object F1@0.5), DSB half -> half 0.825 / 0.815 with dice=1 against
-    # 0.833 / 0.835 without; MSC sequence 01 -> 02 0.700 / 0.680 against 0.690 / 0.690
+    # 0.833 / 0.835 without; MSC sequence 01 -> 02 0.700 / 0.680 against 0.690 / 0.690.
+    # With the same-padded default (2 min, one seed, seventh session): MSC 01 -> 02 +0.046 IoU,
+    # MSC 02 -> 01 -0.065, DSB +0.055, the rest within 0.02: within the seeds' spread
     dice: float = 0.0
 
     def __post_init__(self) -> None:
@@ -356,7 +358,10 @@ def preset(name: str) -> Config:
             # either, so the paper's 0.5 stays.  Group norm (8 groups) in place of batch norm,
             # measured with experiment code: ISBI 0.894, MSC 01 -> 02 0.751 / 0.558, MSC 02 -> 01
             # 0.471 / 0.569, DSB 0.826 / 0.872, demo 0.915 / 0.937, with steady validations; not
-            # an option yet (the model file and exports would have to carry it).
+            # an option yet (the model file and exports would have to carry it).  Batch-norm
+            # momentum 0.01 instead of torch's 0.1 (seventh session, two seeds, paired runs):
+            # validations rise steadily, but test IoU summed over the five sets +0.038 at one
+            # seed and -0.060 at the other (benchmarks/README.md): not better, 0.1 stays.
             # MONAI BasicUNet's channels 16-16-32-64-128 (model.flat_levels=1) in place of 16
             # doubling to 256: forward/backward on a 256 tile 0.084 s against 0.126 s, ~1.6x the
             # steps in the same minutes (ISBI 1273 against 753).  Measured (accuracy.py, 2 min,
