@@ -2,7 +2,8 @@
 
     torchrun --standalone --nproc_per_node=2 ddp_worker.py IMAGES LABELS ROOT OVERRIDES...
 
-In a process group it sets up itself (``train`` then uses it and leaves it open) it
+In a process group it sets up itself through ``setup`` (``train`` then uses it and leaves it
+open; ``Parallel.close`` ends it) it
 
 1. trains ``ROOT/full`` through the CLI (``unetkit train --set ...``) without interruption;
    ``train`` checks at its end that the ranks' parameters are identical and raises otherwise;
@@ -26,7 +27,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from unetkit.cli.main import main as cli
 from unetkit.config import apply_overrides, preset
@@ -41,13 +41,12 @@ def main() -> None:
     sets = [a for s in overrides for a in ("--set", s)]
     args = ["train", "--images", images, "--labels", labels, *sets]
     torch.set_num_threads(1)  # two ranks share the CI machine's cores
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
+    par = setup("cpu")  # this process owns the group: the train calls below leave it open
+    rank = par.rank
     status = [cli([*args, "--out", str(root / "full")])]
 
     torch.manual_seed(0)
     model = UNet(base_channels=2, depth=1)
-    par = setup("cpu")
     same = par.divergence(model)
     if rank == 1:
         with torch.no_grad():
@@ -67,7 +66,7 @@ def main() -> None:
     (root / f"stopped_rank{rank}.txt").write_text(stopped)
     if rank == 0:
         shutil.copytree(root / "cut", root / "cut_one_process")
-    dist.barrier()
+    par.barrier()
     status.append(cli([*args, "--out", str(root / "cut"), "--resume"]))
     (root / f"status_rank{rank}.txt").write_text(" ".join(map(str, status)))
 
@@ -81,9 +80,7 @@ def main() -> None:
     budget = apply_overrides(cfg, ["train.minutes=0.05", "train.iterations=1000000"])
     train(budget, images, labels, root / "budget", progress=slow_rank1)
     (root / f"budget_rank{rank}.txt").write_text(str(last["step"]))
-    # rank 0 may still choose the post-processing: a group destroyed under it aborts (SIGABRT)
-    dist.barrier()
-    dist.destroy_process_group()
+    par.close()  # waits for rank 0, which may still be choosing the post-processing
 
 
 if __name__ == "__main__":

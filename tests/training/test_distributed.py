@@ -42,6 +42,20 @@ def _torchrun(*args, cwd):
     return done
 
 
+def _torchrun_cli(tmp_path: Path, *extra: str) -> Path:
+    """``torchrun -m unetkit train`` (``train`` owns the group) with 2 processes: the run folder,
+    checked to have ended at step 5 with both processes' global batch."""
+    write_dataset(tmp_path / "cells", 4, (96, 96), seed=2, n_cells=7)
+    sets = [a for s in TINY for a in ("--set", s)]
+    done = _torchrun("-m", "unetkit", "train", "--images", str(tmp_path / "cells" / "images"),
+                     "--labels", str(tmp_path / "cells" / "labels"), "--out",
+                     str(tmp_path / "run"), *extra, *sets, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "run" / CHECKPOINT)
+    assert ckpt["step"] == 5 and ckpt["parallel"] == {"world_size": 2, "global_batch": 2}
+    return tmp_path / "run"
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
@@ -153,15 +167,8 @@ def test_old_checkpoint_counts_as_one_process():
 def test_torchrun_runs_the_cli_itself_and_every_rank_exits_cleanly(tmp_path):
     """``train`` sets up the group and closes it; rank 1 waits at that close while rank 0
     chooses the post-processing (a group torn down under it aborted rank 1 now and then)."""
-    write_dataset(tmp_path / "cells", 4, (96, 96), seed=2, n_cells=7)
-    sets = [a for s in TINY for a in ("--set", s)]
-    done = _torchrun("-m", "unetkit", "train", "--images", str(tmp_path / "cells" / "images"),
-                     "--labels", str(tmp_path / "cells" / "labels"), "--out",
-                     str(tmp_path / "run"), *sets, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    ckpt = load_checkpoint(tmp_path / "run" / CHECKPOINT)
-    assert ckpt["step"] == 5 and ckpt["parallel"] == {"world_size": 2, "global_batch": 2}
-    meta = load_model(tmp_path / "run" / MODEL).meta  # rank 0 finished after the last step
+    run = _torchrun_cli(tmp_path)
+    meta = load_model(run / MODEL).meta  # rank 0 finished after the last step
     assert "validation" in meta["training"] and "threshold" in meta["postprocess"]
 
 
@@ -173,11 +180,4 @@ def test_setup_picks_the_local_gpu(monkeypatch):
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
 def test_two_gpus_train_with_nccl(tmp_path):
-    write_dataset(tmp_path / "cells", 4, (96, 96), seed=2, n_cells=7)
-    sets = [a for s in TINY for a in ("--set", s)]
-    done = _torchrun("-m", "unetkit", "train", "--images", str(tmp_path / "cells" / "images"),
-                     "--labels", str(tmp_path / "cells" / "labels"), "--out",
-                     str(tmp_path / "run"), "--device", "cuda", *sets, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    ckpt = load_checkpoint(tmp_path / "run" / CHECKPOINT)
-    assert ckpt["step"] == 5 and ckpt["parallel"] == {"world_size": 2, "global_batch": 2}
+    _torchrun_cli(tmp_path, "--device", "cuda")

@@ -155,8 +155,9 @@ class Parallel:
         """Leave the process group if this process set it up.  ``wait``: first a barrier, so
         that no rank tears its group down while another still works (rank 0 choosing the
         post-processing after the last step): without it gloo aborted the early rank
-        (SIGABRT, and torchrun then killed the others) in 4 of 40 two-process test runs.  Not
-        after an error, where the other ranks may never arrive."""
+        (SIGABRT, and torchrun then killed the others) in 4 of 40 runs of
+        tests/training/ddp_worker.py's teardown.  Not after an error, where the other ranks may
+        never arrive."""
         if self.owns_group and dist.is_initialized():
             if wait and self.active:
                 self.barrier()
