@@ -183,6 +183,20 @@ def test_time_budget_adam_ignore_and_classes(data, tmp_path):
     assert load_model(run / "model.safetensors").meta["class_names"][2] == "class_2"
 
 
+def test_a_time_budget_validates_every_tenth_of_it_even_before_val_interval_steps(data, tmp_path):
+    """On a slow machine the minutes may end long before val_interval steps: the run must still
+    validate along the way, so that the best model is chosen among several."""
+    images, labels = data
+    cfg = run_config(tmp_path / "run", overrides=[*TINY, "train.val_interval=1000000"],
+                     minutes=0.15)
+    run = train(cfg, images, labels, tmp_path / "run", val_fraction=0.25)
+    rows = [r.split(",") for r in (run / "metrics.csv").read_text().splitlines()[1:]]
+    validated = [float(r[1]) for r in rows if r[5] != ""]
+    # one every tenth of the 9 s at most, fewer where validating (and saving) costs more than
+    # a fifth of the time; never only the last one
+    assert len(rows) > 12 and 3 <= len(validated) <= 11, (len(rows), validated)
+
+
 def test_bad_label_file_is_rejected_before_training(data, tmp_path):
     images, labels = data
     lab = tmp_path / "labels"
