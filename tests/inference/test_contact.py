@@ -142,7 +142,8 @@ def test_a_contact_model_trains_and_predict_writes_a_mask_and_split_instances(tm
     model = load_model(run / "model.safetensors")
     assert model.config.num_classes == 3
     assert tuple(model.meta["class_names"]) == CONTACT_CLASSES
-    assert set(model.meta["postprocess"]) == {"threshold", "min_size", "fill_holes", "grow", "seed"}
+    assert set(model.meta["postprocess"]) == {"threshold", "min_size", "fill_holes", "grow", "seed",
+                                             "core_size"}
     model.meta["postprocess"] = {"threshold": 0.3, "min_size": 0, "fill_holes": 0, "grow": 0}
     image = sorted((root / "images").glob("*.tif"))[0]
     out = {kind: tifffile.imread(predict_file(model, image, tmp_path / kind, output=kind))

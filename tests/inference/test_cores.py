@@ -154,3 +154,32 @@ def test_predict_writes_labels_and_instances_split_at_the_stored_cores(tmp_path)
     assert ndi.label(got[0.8, "labels"] > 0, FOUR)[1] == 3 == got[0.8, "instances"].max()
     np.testing.assert_array_equal(got[0.8, "labels"] > 0, got[0.8, "instances"] > 0)
     assert not _adjacent(got[0.8, "instances"])
+
+
+def test_small_cores_seed_no_object_so_a_textured_object_stays_whole():
+    """A nucleus whose chromatin leaves a few small peaks above the core probability is one
+    object when cores smaller than core_size seed nothing; touching objects with cores of
+    their own still part.  Old model files (no core_size) keep every core."""
+    truth, prob = _touching_disks()
+    textured = prob.copy()
+    lone = truth == 3  # the lone disk: its plateau lowered to 0.85, three 2x2 peaks above 0.9
+    textured[lone & (textured > 0.85)] = 0.85
+    for y, x in ((20, 62), (27, 62), (24, 69)):
+        textured[y:y + 2, x:x + 2] = 0.95
+    mask = textured > 0.3
+    def ids(labels):
+        found = np.unique(labels)
+        return len(found[found > 0])
+
+    assert ids(split_cores(textured, mask, 0.9)[lone]) == 3  # every core its object: split in 3
+    out = split_cores(textured, mask, 0.9, core_size=10)
+    assert out.max() == 3 and ids(out[lone]) == 1 and not _adjacent(out)
+    pp = Postprocess(threshold=0.3, seed=0.9, core_size=10)
+    np.testing.assert_array_equal(postprocess_instances(textured, pp) > 0, out > 0)
+    assert Postprocess.from_dict(pp.to_dict()) == pp
+    assert Postprocess.from_dict({"threshold": 0.3, "seed": 0.9}).core_size == 0
+    chosen, s = choose_postprocess([textured], [truth > 0], [truth], thresholds=(0.3,),
+                                   seeds=(0.0, 0.9), core_size=10)
+    assert chosen.core_size == 10 and chosen.seed == 0.9 and s["f1"] == 1.0
+    with pytest.raises(ValueError, match="core_size must be >= 0, got -1"):
+        Postprocess(core_size=-1)

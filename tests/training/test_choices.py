@@ -52,7 +52,7 @@ def test_rgb_is_detected_and_the_run_folder_holds_the_fingerprint(rgb, tmp_path)
     model = load_model(run / "model.safetensors")
     assert model.config.in_channels == 3
     pp = model.meta["postprocess"]
-    assert set(pp) == {"threshold", "min_size", "fill_holes", "grow", "seed"}
+    assert set(pp) == {"threshold", "min_size", "fill_holes", "grow", "seed", "core_size"}
     assert model.meta["training"]["validation"]["metric"].startswith("(IoU + F1")
     # the resolved configuration leaves nothing to the data any more
     saved = load_config(run / "config.yaml")
@@ -171,6 +171,8 @@ def test_min_size_candidates_stay_below_the_small_objects():
     v = Validator(preset("default"), [], [], fp, "cpu")
     assert max(v.min_sizes) <= 0.25 * fp.small_object_area
     assert max(v.quick_sizes) <= 0.25 * fp.small_object_area and 0 in v.min_sizes
+    # cores (split_cores) smaller than a tenth of the median object, within the same cap
+    assert 0 < v.core_size == min(int(0.1 * fp.object_area), int(0.25 * fp.small_object_area))
 
 
 def test_a_vessel_like_mask_is_scored_by_iou_and_blobs_by_objects():

@@ -67,14 +67,23 @@ def probabilities_to_instances(prob_fg: np.ndarray, threshold: float = 0.5,
 
 
 def core_watershed(prob: np.ndarray, mask: np.ndarray, components: np.ndarray,
-                   core_threshold: float) -> np.ndarray:
+                   core_threshold: float, core_size: int = 0) -> np.ndarray:
     """The cores ``prob > core_threshold`` (face-connected, inside ``mask``) flooded over the
     mask, highest probability first (a watershed on ``1 - prob``); a mask component
     (``components``: its face-connected labels) without a core is an object of its own.
-    Touching objects touch in the result.  With one core per component there is nothing to
-    split, and each component takes its core's label without a watershed."""
+    Cores of fewer than ``core_size`` pixels seed nothing (they are flooded from a larger core
+    of their component, or the component is one object): a textured object's few small peaks
+    above the core threshold do not split it.  Touching objects touch in the result.  With one
+    core per component there is nothing to split, and each component takes its core's label
+    without a watershed."""
     structure = ndi.generate_binary_structure(prob.ndim, 1)
-    markers = _seed_labels(prob > core_threshold, components, structure)
+    cores = prob > core_threshold
+    if core_size > 1:
+        pieces, _ = ndi.label(cores, structure=structure)
+        big = np.bincount(pieces.ravel()) >= core_size
+        big[0] = False
+        cores = big[pieces]
+    markers = _seed_labels(cores, components, structure)
     if markers.max() == components.max():  # one core per component
         lut = np.zeros(components.max() + 1, markers.dtype)
         seeded = markers > 0

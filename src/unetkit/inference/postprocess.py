@@ -104,7 +104,8 @@ def split_touching(prob_fg: np.ndarray, interior: np.ndarray, threshold: float,
     return _one_pixel_apart(labels)
 
 
-def split_cores(prob_fg: np.ndarray, mask: np.ndarray, core: float) -> np.ndarray:
+def split_cores(prob_fg: np.ndarray, mask: np.ndarray, core: float,
+                core_size: int = 0) -> np.ndarray:
     """(H, W) foreground probability of a two-class model and its (cleaned) mask -> int32
     objects split at their cores.
 
@@ -115,14 +116,16 @@ def split_cores(prob_fg: np.ndarray, mask: np.ndarray, core: float) -> np.ndarra
     separates touching objects, as in :func:`split_touching`.  This lets the mask come from a
     low threshold (the objects' whole extent, for foreground IoU) while the objects are told
     apart at a high one (for counting them): one threshold cannot do both when the network
-    leaves only a shallow dip between touching objects.
+    leaves only a shallow dip between touching objects.  Cores of fewer than ``core_size``
+    pixels seed no object of their own (``core_watershed``).
     """
     fg = np.asarray(prob_fg, np.float32)
     mask = np.asarray(mask, bool)
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
     components, _ = ndi.label(mask, structure=_FOUR)
-    return _one_pixel_apart(core_watershed(fg, mask, components, core).astype(np.int32))
+    return _one_pixel_apart(core_watershed(fg, mask, components, core,
+                                           core_size).astype(np.int32))
 
 
 def _one_pixel_apart(labels: np.ndarray) -> np.ndarray:
@@ -167,6 +170,8 @@ class Postprocess:
     # Two-class models: above the threshold, the cores p > seed, flooded over the mask with one
     # pixel kept between objects (split_cores); at or below it (0): the mask's components
     seed: float = 0.0
+    # two-class cores of fewer pixels seed no object of their own (split_cores; 0: every core)
+    core_size: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold < 1.0:
@@ -179,6 +184,8 @@ class Postprocess:
             raise ValueError(f"grow must be >= 0, got {self.grow}")
         if not 0.0 <= self.seed < 1.0:
             raise ValueError(f"seed must lie in [0, 1), got {self.seed:g}")
+        if self.core_size < 0:
+            raise ValueError(f"core_size must be >= 0, got {self.core_size}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,7 +198,7 @@ class Postprocess:
             raise ValueError(f"unknown postprocess key(s): {sorted(unknown)}")
         return cls(threshold=float(d.get("threshold", 0.5)), min_size=int(d.get("min_size", 0)),
                    fill_holes=int(d.get("fill_holes", 0)), grow=int(d.get("grow", 0)),
-                   seed=float(d.get("seed", 0.0)))
+                   seed=float(d.get("seed", 0.0)), core_size=int(d.get("core_size", 0)))
 
 
 def model_postprocess(model: Any, threshold: float | None = None,
@@ -199,9 +206,8 @@ def model_postprocess(model: Any, threshold: float | None = None,
     """The model file's post-processing (``meta["postprocess"]``, chosen on validation data when
     it was trained), with ``threshold`` / ``min_size`` replaced where given."""
     pp = Postprocess.from_dict(getattr(model, "meta", {}).get("postprocess"))
-    return Postprocess(threshold=pp.threshold if threshold is None else float(threshold),
-                       min_size=pp.min_size if min_size is None else int(min_size),
-                       fill_holes=pp.fill_holes, grow=pp.grow, seed=pp.seed)
+    return replace(pp, threshold=pp.threshold if threshold is None else float(threshold),
+                   min_size=pp.min_size if min_size is None else int(min_size))
 
 
 def _fill_small_holes(mask: np.ndarray, limit: int) -> np.ndarray:
@@ -288,7 +294,7 @@ def postprocess_instances(prob_fg: np.ndarray, pp: Postprocess,
                                pp.min_size).astype(np.uint32)
     elif uses_cores(pp, fg.ndim) and options.get("method", "components") == "components":
         mask = _fill_small_holes(np.asarray(prob_fg) > pp.threshold, pp.fill_holes)
-        labels = _remove_small(split_cores(prob_fg, mask, pp.seed),
+        labels = _remove_small(split_cores(prob_fg, mask, pp.seed, pp.core_size),
                                pp.min_size).astype(np.uint32)
     else:
         labels = probabilities_to_instances(fg, threshold=pp.threshold, min_size=pp.min_size,
@@ -350,7 +356,7 @@ def _score(masks: Sequence[np.ndarray], truths: Sequence[np.ndarray],
 
 
 def _labelled(probs, inner, thr: float, holes: int, seed: float,
-              masks: dict) -> list[tuple[np.ndarray, int]]:
+              masks: dict, core_size: int = 0) -> list[tuple[np.ndarray, int]]:
     """The objects of each image at one candidate (before the smallest-object size), with their
     count: one labelling per image, so each min_size is a lookup on the object sizes.  ``masks``
     keeps each (threshold, holes) mask of a two-class model for the candidates after it."""
@@ -367,7 +373,7 @@ def _labelled(probs, inner, thr: float, holes: int, seed: float,
     if seed > thr:
         out = []
         for p, m in zip(probs, masks[key]):
-            lab = split_cores(p, m, seed)
+            lab = split_cores(p, m, seed, core_size)
             out.append((lab, int(lab.max())))
         return out
     return [ndi.label(m, structure=_FOUR) for m in masks[key]]
@@ -380,7 +386,7 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
                        grow_sizes: Sequence[int] = (0,),
                        fixed: dict[str, Any] | None = None,
                        interiors: Sequence[np.ndarray] | None = None,
-                       seeds: Sequence[float] = (0.0,),
+                       seeds: Sequence[float] = (0.0,), core_size: int = 0,
                        ) -> tuple[Postprocess, dict[str, float]]:
     """The :class:`Postprocess` that scores best on validation images, and its scores.
 
@@ -398,11 +404,14 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
             among them).  For two-class maps scored with ``objects``, the cores
             (:func:`split_cores`) tried once the plain masks are searched: each with every
             threshold up to the best plain one, at its hole filling.
+        core_size: the cores' smallest size (:class:`Postprocess`; ``fixed`` wins), not
+            searched.
 
     Ties go to the earlier candidate (lower threshold, smaller min_size, no hole filling, no
     growth).
     """
     fixed = fixed or {}
+    core_size = int(fixed.get("core_size", core_size))
     thresholds = [fixed["threshold"]] if "threshold" in fixed else list(thresholds)
     min_sizes = [fixed["min_size"]] if "min_size" in fixed else sorted(set(min_sizes))
     hole_sizes = [fixed["fill_holes"]] if "fill_holes" in fixed else sorted(set(hole_sizes))
@@ -424,7 +433,7 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
         for thr, holes, seed in candidates:
             if interiors is None and 0 < seed <= thr:
                 continue  # cores at or below the threshold are the mask's components: seed 0
-            labelled = _labelled(probs, inner, thr, holes, seed, mask_cache)
+            labelled = _labelled(probs, inner, thr, holes, seed, mask_cache, core_size)
             sizes = [np.bincount(lab.ravel(), minlength=n + 1) for lab, n in labelled]
             for min_size in min_sizes:
                 masks = []
@@ -435,7 +444,8 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
                 scores = _score(masks, truths, objects)
                 if best is None or scores[0] > best[0] + 1e-12:
                     best = (scores[0], Postprocess(float(thr), int(min_size), int(holes),
-                                                   seed=float(seed)), scores)
+                                                   seed=float(seed), core_size=core_size),
+                            scores)
 
     consider((t, h, s) for t in thresholds for h in hole_sizes for s in seed_list)
     assert best is not None  # internal: at least one candidate

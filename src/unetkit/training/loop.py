@@ -192,7 +192,8 @@ def _choose_postprocess(run: RunState) -> None:
              "fill_holes %d px, grow %d px%s (%s %.3f)", pp.threshold, pp.min_size,
              pp.fill_holes, pp.grow,
              f", seed {pp.seed:.2f}" if has_contact(best) else
-             f", cores above {pp.seed:.2f}" if pp.seed > pp.threshold else "",
+             f", cores above {pp.seed:.2f} of {pp.core_size}+ px" if pp.seed > pp.threshold
+             else "",
              run.validator.metric, scores["val_score"])
 
 

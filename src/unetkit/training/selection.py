@@ -132,7 +132,7 @@ class Validator:
         self.metric = "(IoU + F1@0.5) / 2" if self.objects_metric else "foreground IoU"
         pp = cfg.postprocess
         self.fixed = {k: getattr(pp, k) for k in ("threshold", "min_size", "fill_holes", "grow",
-                                                  "seed")
+                                                  "seed", "core_size")
                       if getattr(pp, k) is not None}
         # Candidates stay far below the training set's small objects (a quarter of the 5th
         # percentile of their areas): new images may hold smaller objects than the validation
@@ -143,6 +143,8 @@ class Validator:
                                       for f in (0.02, 0.05, 0.1, 0.2))})
         self.quick_sizes = sorted({0, min(int(0.05 * area), int(cap)), int(cap)})
         self.holes = sorted({0, int(2 * cap)}) if area else [0]
+        # cores (split_cores) smaller than this seed nothing (config.py: the measurement)
+        self.core_size = min(int(0.1 * area), int(cap))
 
     def probabilities(self, model: nn.Module
                       ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
@@ -164,7 +166,8 @@ class Validator:
         pp, s = choose_postprocess(fgs, self.truths, self.objects,
                                    thresholds=(0.4, 0.5, 0.6), min_sizes=self.quick_sizes,
                                    hole_sizes=(0,), fixed=self.fixed, interiors=interiors,
-                                   seeds=QUICK_SEEDS if interiors is not None else QUICK_CORES)
+                                   seeds=QUICK_SEEDS if interiors is not None else QUICK_CORES,
+                                   core_size=self.core_size)
         return self._row(s), pp
 
     def final(self, model: nn.Module) -> tuple[dict[str, float], Postprocess]:
@@ -175,7 +178,8 @@ class Validator:
                                    thresholds=tuple(np.round(np.arange(0.2, 0.81, 0.1), 2)),
                                    min_sizes=self.min_sizes, hole_sizes=self.holes,
                                    grow_sizes=GROW, fixed=self.fixed, interiors=interiors,
-                                   seeds=SEEDS if interiors is not None else CORES)
+                                   seeds=SEEDS if interiors is not None else CORES,
+                                   core_size=self.core_size)
         return self._row(s), pp
 
     def _row(self, s: dict[str, Any]) -> dict[str, float]:
@@ -192,4 +196,5 @@ def fixed_postprocess(cfg: Config) -> Postprocess:
                        min_size=0 if pp.min_size is None else pp.min_size,
                        fill_holes=0 if pp.fill_holes is None else pp.fill_holes,
                        grow=0 if pp.grow is None else pp.grow,
-                       seed=0.0 if pp.seed is None else pp.seed)
+                       seed=0.0 if pp.seed is None else pp.seed,
+                       core_size=0 if pp.core_size is None else pp.core_size)
