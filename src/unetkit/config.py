@@ -420,11 +420,13 @@ def preset(name: str) -> Config:
             # against 0.896 / 0.908, DSB 0.763 / 0.667 against 0.771 / 0.585, MSC 02 -> 01
             # 0.440 / 0.616 against 0.461 / 0.616; ISBI and MSC 01 -> 02 chose none
             # Cores smaller than a tenth of the training objects' median area (at most a
-            # quarter of their 5th-percentile area) seed nothing: measured offline on four
-            # models each of DSB and the demo data (2 min, test F1@0.5 of the cores at 0.9 on
-            # the mask at 0.5, without against with): DSB 0.410 / 0.480, 0.721 / 0.855,
-            # 0.442 / 0.543, 0.622 / 0.620; demo 0.847 / 0.884, 0.911 / 0.945, 0.952 / 0.968,
-            # 0.948 / 0.969 (DSB's textured nuclei hold several small peaks)
+            # quarter of their 5th-percentile area) seed nothing.  Measured offline on four
+            # saved 2-minute models each of DSB and the demo data (test F1@0.5 of the cores at
+            # 0.9 on the mask at 0.5, all cores against cores of a tenth of the test objects'
+            # median area, no cap): DSB 0.410 / 0.480, 0.721 / 0.855, 0.442 / 0.543, 0.622 /
+            # 0.620; demo 0.847 / 0.884, 0.911 / 0.945, 0.952 / 0.968, 0.948 / 0.969 (DSB's
+            # textured nuclei hold several small peaks).  End to end, one run: DSB 0.854 /
+            # 0.783, demo 0.947 / 0.959 (benchmarks/README.md, eighth session)
             postprocess=PostprocessConfig(threshold=None, min_size=None, fill_holes=None,
                                           grow=None, seed=None, core_size=None),
             train=replace(
