@@ -222,8 +222,8 @@ def _loop(run: RunState, sampler: TileSampler, val_items: list[Prepared],
     saved_at = run.step
     with stop_on_signals() as flag, _data(sampler, run.step + 1, par, fast) as data:
         start, elapsed0 = time.perf_counter(), run.elapsed
-        # the training seconds since the last validation ended, and what that one cost (both
-        # from the elapsed time all ranks agree on, so every rank validates at the same step)
+        # the training seconds since the last validation ended, and what it cost with its save
+        # (both from the elapsed time all ranks agree on, so all ranks schedule the same steps)
         val_end, val_cost, val_started = run.elapsed, 0.0, None
         while run.step < t.iterations and (budget is None or run.elapsed < budget):
             step = run.step + 1
@@ -263,8 +263,8 @@ def _loop(run: RunState, sampler: TileSampler, val_items: list[Prepared],
             if scheduled and val_items:
                 row.update(run.validate(val_items))
                 model.train()
-                val_started = run.elapsed
             if scheduled:
+                val_started = run.elapsed  # on every rank: rank 0's validation holds them all
                 if par.main:
                     run.save(with_val=bool(val_items))
                 saved_at = step
