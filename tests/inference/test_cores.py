@@ -167,6 +167,7 @@ def test_small_cores_seed_no_object_so_a_textured_object_stays_whole():
     for y, x in ((20, 62), (27, 62), (24, 69)):
         textured[y:y + 2, x:x + 2] = 0.95
     mask = textured > 0.3
+
     def ids(labels):
         found = np.unique(labels)
         return len(found[found > 0])
