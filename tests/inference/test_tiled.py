@@ -206,3 +206,19 @@ def test_progress_callback(small_net):
     predict_tiled(small_net, np.zeros((100, 100), np.float32), tile_size=204, batch_size=4,
                   progress=lambda d, t: calls.append((d, t)))
     assert calls[-1] == (49, 49) and calls[0] == (4, 49)
+
+
+def test_tta_default_is_the_model_files_choice(small_net, rng):
+    img = rng.random((150, 121), dtype=np.float32)
+    on = predict_tiled(small_net, img, tile_size=508, tta=True)
+    off = predict_tiled(small_net, img, tile_size=508, tta=False)
+    old = dict(getattr(small_net, "meta", {}) or {})
+    try:
+        small_net.meta = {**old, "inference": {"tta": True}}
+        assert np.array_equal(predict_tiled(small_net, img, tile_size=508), on)
+        assert np.array_equal(predict_tiled(small_net, img, tile_size=508, tta=False), off)
+        small_net.meta = {**old, "inference": {"tta": False}}
+        assert np.array_equal(predict_tiled(small_net, img, tile_size=508), off)
+    finally:
+        small_net.meta = old
+    assert np.abs(on - off).max() > 1e-4

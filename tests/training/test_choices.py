@@ -54,6 +54,7 @@ def test_rgb_is_detected_and_the_run_folder_holds_the_fingerprint(rgb, tmp_path)
     pp = model.meta["postprocess"]
     assert set(pp) == {"threshold", "min_size", "fill_holes", "grow", "seed", "core_size"}
     assert model.meta["training"]["validation"]["metric"].startswith("(IoU + F1")
+    assert model.meta["inference"] == {"tta": True}  # the default preset's; predict reads it
     # the resolved configuration leaves nothing to the data any more
     saved = load_config(run / "config.yaml")
     assert saved.train.tile_size and saved.augment.elastic_sigma and saved.train.iterations
@@ -195,3 +196,10 @@ def test_a_vessel_like_mask_is_scored_by_iou_and_blobs_by_objects():
     assert fp_blobs.largest_object_share == pytest.approx(0.2)
     assert Validator(preset("default"), [], [], fp_tree, "cpu").metric == "foreground IoU"
     assert Validator(preset("default"), [], [], fp_blobs, "cpu").objects_metric
+
+
+def test_presets_store_whether_predict_averages_flips():
+    from unetkit.config import preset
+
+    assert preset("default").postprocess.tta is True
+    assert preset("paper").postprocess.tta is False

@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tile", type=int, default=None,
                    help="input tile edge (legal size, see `unetkit sizes`); default: automatic")
     s.add_argument("--batch", type=int, default=1, help="tiles per forward pass")
-    s.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
+    s.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average the 8 flips/rotations, or not (default: the model file's choice, "
+                        "on for the default preset's models)")
     s.add_argument("--output", default="labels",
                    help="labels (class indices), probabilities (float32) or instances (objects)")
     s.add_argument("--threshold", type=float, default=None,
@@ -100,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--train-images", type=int, default=24, help="synthetic training images")
     s.add_argument("--image-size", type=int, default=384, help="edge of the training images")
     s.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and training")
-    s.add_argument("--tta", action="store_true", help="average 8 flips/rotations at prediction")
+    s.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average 8 flips/rotations at prediction (default: on, as the model file says)")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cpu)")
     s.set_defaults(func=cmd_demo)
 

@@ -301,6 +301,8 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"grow {pp.get('grow', 0)} px"
               + (f", seed {pp['seed']:g}" if contact else
                  f", cores above {pp['seed']:g}" if pp.get("seed", 0) > pp["threshold"] else "")
+              + (", on the average of 8 flips/rotations"
+                 if meta.get("inference", {}).get("tta") else "")
               + " (stored in the model file; predict applies them)")
     print(f"trained model: {run / 'model.safetensors'}")
     return 0

@@ -57,7 +57,7 @@ class DemoSettings:
     large_size: int = 4096  # the test image, segmented with overlap-tile prediction
     kind: str = "nuclei"  # synthetic.make_cells preset
     seed: int = 0
-    tta: bool = False
+    tta: bool | None = None  # None: the model file's choice (on for the default preset)
     # instances: connected components of the foreground, the network's separation borders
     # splitting touching nuclei, cleaned as the model file says (threshold, holes and smallest
     # object chosen on the validation images after training; inference.postprocess).  Measured

@@ -146,7 +146,7 @@ def _predict_block(block: np.ndarray, scale: np.ndarray, offset: np.ndarray, *,
 
 
 def predict_dask(model: nn.Module, array: Any, *, tile_size: int | None = None,
-                 batch_size: int = 1, tta: bool = False, softmax: bool = True,
+                 batch_size: int = 1, tta: bool | None = None, softmax: bool = True,
                  normalization: Normalization | dict | None = None, output: str = "probabilities",
                  device: str | None = None, halo: int | None = None,
                  torch_threads: int | None = 1) -> Any:
@@ -180,7 +180,7 @@ def predict_dask(model: nn.Module, array: Any, *, tile_size: int | None = None,
     xo = da.overlap.overlap(x, depth={x.ndim - 2: depth[0], x.ndim - 1: depth[1]},
                             boundary="none")
     starts = tuple(tuple(int(s) for s in np.cumsum((0, *c[:-1]))) for c in x.chunks[-2:])
-    params = {"tile_size": runner.tile_size, "batch_size": batch_size, "tta": tta,
+    params = {"tile_size": runner.tile_size, "batch_size": batch_size, "tta": runner.tta,
               "softmax": softmax, "device": None if device is None else str(device),
               "halo": halo, "torch_threads": torch_threads}
     blob = dask.delayed(_ModelBlob(model), pure=True)
@@ -237,7 +237,7 @@ class LazySource:
 def predict_to_file_dask(model: nn.Module, source: str | Any, out: Any, client: Any, *,
                          output: str = "labels", axes: str | None = None,
                          tile_size: int | None = None, block: int = 2048, batch_size: int = 1,
-                         tta: bool = False, normalization: Any = None, resume: bool = False,
+                         tta: bool | None = None, normalization: Any = None, resume: bool = False,
                          overwrite: bool = False, threshold: float | None = None,
                          min_size: int | None = None,
                          method: str = "components", progress: Any = None) -> Any:

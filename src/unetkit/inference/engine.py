@@ -29,6 +29,7 @@ from .plan import (STREAM_MEMORY_BUDGET, Tile, choose_tile_size, fit_tile_size, 
 __all__ = [
     "run_tiles",
     "TileRunner",
+    "model_tta",
     "as_chw",
     "model_geometry",
     "model_device",
@@ -116,6 +117,16 @@ def as_chw(image: Any, in_channels: int, axes: str | None = None) -> Any:
 
 # The 8 symmetries of the square: (number of 90-degree rotations, flip left-right first).
 _DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
+
+
+def model_tta(model: nn.Module, tta: bool | None) -> bool:
+    """Whether to average the 8 flips / rotations: ``tta`` where given, else the model file's
+    choice (``meta["inference"]["tta"]``, written by training from ``postprocess.tta``; False
+    for a model without it)."""
+    if tta is not None:
+        return bool(tta)
+    meta = getattr(model, "meta", None) or {}
+    return bool((meta.get("inference") or {}).get("tta", False))
 
 
 def forward_tta(model: nn.Module, x: torch.Tensor, tta: bool, softmax: bool) -> torch.Tensor:
@@ -259,7 +270,7 @@ class TileRunner:
     model: nn.Module
     tile_size: int | None = None
     batch_size: int = 1
-    tta: bool = False
+    tta: bool | None = None  # None: the model file's choice (model_tta)
     softmax: bool = True
     device: str | torch.device | None = None
     halo: int | None = None
@@ -268,6 +279,7 @@ class TileRunner:
     def __post_init__(self) -> None:
         depth, padding, self.in_channels, self.num_classes, self.base = model_geometry(self.model)
         self.depth, self.padding = depth, padding
+        self.tta = model_tta(self.model, self.tta)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         self.halo = resolve_halo(depth, padding, self.halo)

@@ -115,7 +115,7 @@ def predict_file(
     output: str = "labels",
     tile: int | None = None,
     batch: int = 1,
-    tta: bool = False,
+    tta: bool | None = None,
     device: str | None = None,
     overwrite: bool = False,
     progress: Callable[..., None] | None = None,
@@ -196,7 +196,7 @@ def predict_file(
 
 
 def _stream_file(model: nn.Module, path: str | os.PathLike, target: Path, output: str,
-                 tile: int | None, batch: int, tta: bool, device: str | None, overwrite: bool,
+                 tile: int | None, batch: int, tta: bool | None, device: str | None, overwrite: bool,
                  progress: Callable[..., None] | None, opts: dict) -> Path:
     """``predict_file`` for an input too large to hold: streamed tile by tile into ``target``."""
     log.info("%s: larger than the memory budget, streamed tile by tile", path)

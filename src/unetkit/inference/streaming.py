@@ -109,7 +109,7 @@ def predict_to_file(
     axes: str | None = None,
     tile_size: int | None = None,
     batch_size: int = 1,
-    tta: bool = False,
+    tta: bool | None = None,
     device: Any = None,
     normalization: Normalization | dict | None = None,
     resume: bool = False,
@@ -166,7 +166,7 @@ class OpenedRun(NamedTuple):
 
 
 def open_run(model: nn.Module, source: Any, out: str | os.PathLike, *, output: str,
-             axes: str | None, tile_size: int | None, batch_size: int, tta: bool, device: Any,
+             axes: str | None, tile_size: int | None, batch_size: int, tta: bool | None, device: Any,
              normalization: Any, resume: bool, overwrite: bool, threshold: float,
              min_size: int, method: str) -> OpenedRun:
     """Check the arguments, open the input and create (or reopen, ``resume``) the output."""

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..data.normalize import Normalization
 from ..model import geometry
-from .engine import as_chw, input_affine, model_geometry, resolve_halo, run_tiles
+from .engine import as_chw, input_affine, model_geometry, model_tta, resolve_halo, run_tiles
 from .plan import DEFAULT_MEMORY_BUDGET, choose_tile_size, fit_tile_size, plan_tiles
 from .runtime import with_runtime
 
@@ -44,7 +44,7 @@ def predict_tiled(
     tile_size: int | None = None,
     batch_size: int = 1,
     device: str | torch.device | None = None,
-    tta: bool = False,
+    tta: bool | None = None,
     out: Any = None,
     *,
     halo: int | None = None,
@@ -66,7 +66,9 @@ def predict_tiled(
             the cheapest legal tile under ``memory_budget`` (module docstring).
         batch_size: tiles per forward pass.
         device: where the network runs; None uses the device of the model's parameters.
-        tta: average the 8 flips / 90-degree rotations (the paper averaged 7 rotations).
+        tta: average the 8 flips / 90-degree rotations (the paper averaged 7 rotations);
+            None: the model file's choice (on for the default preset's models, off for
+            the paper's and for models without one; ``engine.model_tta``).
         out: optional (K, H, W) float32 array-like to fill (e.g. a zarr array or memmap).
         halo: same-padded models only: extra context per side, discarded after the forward pass;
             rounded up to a multiple of ``2**depth``.  Default: the receptive-field radius of the
@@ -105,6 +107,7 @@ def predict_tiled(
             log.info("tile %d capped to %d, enough for a %dx%d image", tile_size, capped,
                      height, width)
         tile_size = capped
+    tta = model_tta(model, tta)  # before the runtime wraps the model and its meta
     model = with_runtime(model, runtime, tile_size=tile_size, batch_size=batch_size)
     tiles = plan_tiles((height, width), tile_size, depth, padding, halo)
     if out is None:

@@ -163,6 +163,7 @@ def _train(par: Parallel, config: Config, images, labels, out_dir, val_images, v
         if data.val and (m.num_classes == 2 or has_contact(run.model)) and par.main:
             run.validator = Validator(cfg, data.val, data.val_pairs, data.fingerprint, str(dev))
         run.model.meta["postprocess"] = fixed_postprocess(cfg).to_dict()
+        run.model.meta["inference"] = {"tta": cfg.postprocess.tta}  # engine.model_tta
         if ckpt is not None:
             run.restore(ckpt)
             fast.load_state_dict(ckpt.get("device_state", {}))

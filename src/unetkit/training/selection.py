@@ -118,6 +118,7 @@ class Validator:
     def __init__(self, cfg: Config, items: list[Prepared], pairs: list[Pair],
                  fp: Fingerprint, device: str) -> None:
         self.items, self.device = items, device
+        self.tta = cfg.postprocess.tta  # the final search's probabilities (the quick one: plain)
         kind = fp.label_kind
         self.truths = [np.asarray(p.labels) > 0 for p in pairs]
         # countable objects: instance labels, or masks of several blobs per image where no
@@ -146,14 +147,15 @@ class Validator:
         # cores (split_cores) smaller than this seed nothing (config.py: the measurement)
         self.core_size = min(int(0.1 * area), int(cap))
 
-    def probabilities(self, model: nn.Module
+    def probabilities(self, model: nn.Module, tta: bool = False
                       ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
         """Foreground probabilities of the validation images and, for a contact model, their
-        interior probabilities (``inference.postprocess.foreground_maps``)."""
+        interior probabilities (``inference.postprocess.foreground_maps``); with ``tta``
+        averaged over the 8 flips / rotations, as predict will give them."""
         contact = has_contact(model)
         fgs, interiors = [], []
         for it in self.items:  # stored images are normalised already
-            prob = predict_tiled(model, it.image, device=self.device,
+            prob = predict_tiled(model, it.image, device=self.device, tta=tta,
                                  normalization=Normalization(mode="none"))
             fg, inner = foreground_maps(prob, contact)
             fgs.append(fg)
@@ -172,8 +174,8 @@ class Validator:
 
     def final(self, model: nn.Module) -> tuple[dict[str, float], Postprocess]:
         """The finer search on the selected model: thresholds 0.2-0.8, sizes, hole filling,
-        growth."""
-        fgs, interiors = self.probabilities(model)
+        growth; on the probabilities predict will give (``postprocess.tta``)."""
+        fgs, interiors = self.probabilities(model, self.tta)
         pp, s = choose_postprocess(fgs, self.truths, self.objects,
                                    thresholds=tuple(np.round(np.arange(0.2, 0.81, 0.1), 2)),
                                    min_sizes=self.min_sizes, hole_sizes=self.holes,

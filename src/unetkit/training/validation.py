@@ -107,7 +107,7 @@ def validate(model: UNet, items: list[Prepared], device: str) -> dict[str, float
     """
     errors, ious = [], []
     for it in items:
-        prob = predict_tiled(model, it.image, device=device,
+        prob = predict_tiled(model, it.image, device=device, tta=False,
                              normalization=Normalization(mode="none"))
         if prob.shape[0] == 2:
             truth = (it.target > 0).astype(np.uint8)
