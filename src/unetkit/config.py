@@ -247,6 +247,14 @@ class TrainConfig:
     iterations: int | None = 20000  # paper: not given (10 hours on a Titan); null: from the data
     minutes: float | None = None  # wall-clock budget; stops at whichever limit comes first
     val_interval: int = 500  # validate (overlap-tile inference) every n iterations
+    # validate and save an exponential moving average of the weights and batch-norm statistics
+    # with this decay (0: the weights as trained, the paper); the first steps average over fewer
+    # (decay min(ema, (1 + step) / (10 + step))).  Off in both presets: 0.99 measured on the
+    # default (accuracy.py, 2 min, quiet, seed 0; test IoU / F1@0.5 against off): ISBI 0.899
+    # against 0.906, MSC 01 -> 02 0.696 / 0.624 against 0.713 / 0.727, MSC 02 -> 01 0.490 /
+    # 0.564 against 0.485 / 0.660, DSB 0.844 / 0.893 against 0.857 / 0.897, demo 0.942 / 0.985
+    # against 0.938 / 0.988: the average lags the model the cosine schedule settles at
+    ema: float = 0.0
     seed: int = 0  # one numpy Generator / torch seed for tiles, augmentation and init
 
     def __post_init__(self) -> None:
@@ -271,6 +279,7 @@ class TrainConfig:
         _require(
             self.val_interval >= 1, f"train.val_interval must be >= 1, got {self.val_interval}"
         )
+        _require(0 <= self.ema < 1, f"train.ema must be in [0, 1), got {self.ema}")
 
 
 @dataclass(frozen=True)

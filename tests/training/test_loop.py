@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from unetkit import load_model
-from unetkit.config import AugmentConfig, apply_overrides, preset
+from unetkit.config import AugmentConfig, apply_overrides, load_config, preset
 from unetkit.data.dataset import TileSampler, load_pairs, prepare
 from unetkit.training.loss import weighted_cross_entropy
 from unetkit.model.unet import UNet
@@ -287,3 +287,40 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data, tmp_path):
     assert "interrupted by SIGTERM" in err and "Traceback" not in err
     ckpt = _state(run)
     assert ckpt["step"] >= 3 and (run / "model.safetensors").is_file()
+
+
+def test_ema_saves_the_average_and_resumes_exactly(data, tmp_path):
+    """train.ema: model.safetensors / model_last hold the averaged weights (not the trained
+    ones), the average follows min(ema, (1 + s) / (10 + s)) per step, and resume is exact."""
+    bn = ["model.padding=same", "model.batch_norm=true", "train.ema=0.9", "train.val_interval=100",  # no validation
+          "train.schedule=constant"]  # so that a run of n steps is the first n steps of 6
+    full = tmp_path / "full"
+    train(tiny(*bn, "train.iterations=6"), *data, full)
+    ckpt = _state(full)
+    for name in ("model.safetensors", "model_last.safetensors"):
+        saved = load_model(full / name).state_dict()
+        for key, tensor in ckpt["ema"].items():
+            assert torch.equal(saved[key], tensor), (name, key)
+    assert not torch.equal(ckpt["ema"]["head.weight"], ckpt["model"]["head.weight"])
+    counters = [v for k, v in ckpt["ema"].items() if k.endswith("num_batches_tracked")]
+    assert counters and all(int(v) == 6 for v in counters)
+    # the average by hand from the weights after each step (runs of 1, 2, ... 6 steps)
+    torch.manual_seed(0)
+    avg = UNet(**load_config(full / "config.yaml").model.to_dict()).state_dict()["head.weight"]
+    for step in range(1, 7):
+        train(tiny(*bn, f"train.iterations={step}", "train.ema=0.0"), *data, tmp_path / f"s{step}")
+        keep = min(0.9, (1 + step) / (10 + step))
+        avg = keep * avg + (1 - keep) * _state(tmp_path / f"s{step}")["model"]["head.weight"]
+    assert torch.allclose(ckpt["ema"]["head.weight"], avg, atol=1e-6)
+    # cut at step 3 and resumed: the same average, bitwise
+    cut = tmp_path / "cut"
+
+    def stop_at_3(step, total, info):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted):
+        train(tiny(*bn, "train.iterations=6"), *data, cut, progress=stop_at_3)
+    train(tiny(*bn, "train.iterations=6"), *data, cut, resume=True)
+    for key, tensor in ckpt["ema"].items():
+        assert torch.equal(_state(cut)["ema"][key], tensor), key

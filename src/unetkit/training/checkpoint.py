@@ -6,6 +6,7 @@ written atomically, beside ``model.safetensors`` (best by validation) and ``mode
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -78,12 +79,38 @@ class RunState:
         self.n_train = n_train
         self.last_val: dict[str, float] = {}
         self.validator: Validator | None = None  # two classes: score and post-processing
+        # train.ema: the averaged copy that is validated and saved (it shares the meta dict)
+        self.ema: UNet | None = None
+        if t.ema > 0:
+            self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+            self.ema.meta = self.model.meta
         # data-parallel training (training.distributed) and the CUDA step's scaler state
         self.world_size = 1
         self.device_state: Callable[[], dict[str, Any]] = dict
 
+    @property
+    def selected(self) -> UNet:
+        """The model that is validated and saved: the average with train.ema, else the model."""
+        return self.model if self.ema is None else self.ema
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """Move the average towards the model after step ``self.step`` (train.ema)."""
+        if self.ema is None:
+            return
+        keep = min(self.cfg.train.ema, (1.0 + self.step) / (10.0 + self.step))
+        for avg, now in zip(self.ema.parameters(), self.model.parameters()):
+            avg.lerp_(now, 1.0 - keep)
+        for avg, now in zip(self.ema.buffers(), self.model.buffers()):
+            if avg.is_floating_point():
+                avg.lerp_(now, 1.0 - keep)
+            else:  # batch norm's step counter
+                avg.copy_(now)
+
     def restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["ema"])
         self.opt.load_state_dict(ckpt["optimizer"])
         self.step, self.elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
         self.best_score, self.best_step = float(ckpt["best_score"]), int(ckpt["best_step"])
@@ -100,12 +127,13 @@ class RunState:
     def save(self, with_val: bool) -> None:
         """model_last, model (best or last), checkpoint: each written atomically."""
         meta = {"training": self.info()}
-        save_model(self.out / LAST_MODEL, self.model, meta)
+        save_model(self.out / LAST_MODEL, self.selected, meta)
         if not with_val or not (self.out / MODEL).exists():
-            save_model(self.out / MODEL, self.model, meta)
+            save_model(self.out / MODEL, self.selected, meta)
         ckpt = {
             "version": CHECKPOINT_VERSION,
             "model": self.model.state_dict(),
+            **({} if self.ema is None else {"ema": self.ema.state_dict()}),
             "optimizer": self.opt.state_dict(),
             "scheduler": {"schedule": self.cfg.train.schedule, "lr": self.opt.param_groups[0]["lr"]},
             "step": self.step, "elapsed": self.elapsed,
@@ -126,15 +154,15 @@ class RunState:
         post-processing it was taken at; more classes: the pixel error."""
         meta: dict[str, Any] = {}
         if self.validator is not None:
-            scores, pp = self.validator.score(self.model)
+            scores, pp = self.validator.score(self.selected)
             loss = 1.0 - scores["val_score"]
             meta["postprocess"] = pp.to_dict()
         else:
-            scores = validate(self.model, items, str(self.device))
+            scores = validate(self.selected, items, str(self.device))
             loss = scores["val_pixel_error"]
         self.last_val = scores
         if loss < self.best_score:
             self.best_score, self.best_step = loss, self.step
             self.model.meta.update(meta)
-            save_model(self.out / MODEL, self.model, {"training": self.info()})
+            save_model(self.out / MODEL, self.selected, {"training": self.info()})
         return scores

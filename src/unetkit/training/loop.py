@@ -245,6 +245,7 @@ def _loop(run: RunState, sampler: TileSampler, val_items: list[Prepared],
                 raise ValueError(f"the loss became {value} at step {step}: training diverged; "
                                  f"lower train.lr (now {t.lr:g})")
             run.step = step
+            run.update_ema()
             run.elapsed = par.agree_elapsed(elapsed0 + time.perf_counter() - start)
             row: dict[str, Any] = {"step": step, "time": run.elapsed, "loss": value, "lr": lr}
             done = step >= t.iterations or (budget is not None and run.elapsed >= budget)
