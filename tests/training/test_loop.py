@@ -292,7 +292,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data, tmp_path):
 def test_ema_saves_the_average_and_resumes_exactly(data, tmp_path):
     """train.ema: model.safetensors / model_last hold the averaged weights (not the trained
     ones), the average follows min(ema, (1 + s) / (10 + s)) per step, and resume is exact."""
-    bn = ["model.padding=same", "model.batch_norm=true", "train.ema=0.9", "train.val_interval=100",  # no validation
+    bn = ["model.padding=same", "model.batch_norm=true", "train.ema=0.9",
+          "train.val_interval=100",  # validated once, at the last step
           "train.schedule=constant"]  # so that a run of n steps is the first n steps of 6
     full = tmp_path / "full"
     train(tiny(*bn, "train.iterations=6"), *data, full)
