@@ -222,3 +222,20 @@ def test_tta_default_is_the_model_files_choice(small_net, rng):
     finally:
         small_net.meta = old
     assert np.abs(on - off).max() > 1e-4
+
+
+def test_model_runs_channels_last_with_unchanged_values(rng):
+    """The tiler puts the model in oneDNN's fast layout, in place, without changing a value."""
+    torch.manual_seed(5)
+    net = UNet(base_channels=4).eval()
+    net.meta = {"normalization": {"mode": "none"}}
+    img = rng.random((100, 100), dtype=np.float32)
+    weights = [p for p in net.parameters() if p.dim() == 4 and p.shape[1] > 1]
+    assert weights[0].is_contiguous()
+    ref = whole_image_reference(net, img)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    out = predict_tiled(net, img, tile_size=204)
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+    assert np.abs(out - ref).max() < 1e-5
+    assert np.array_equal(predict_tiled(net, img, tile_size=204), out)  # the second call alike

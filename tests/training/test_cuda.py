@@ -1,5 +1,5 @@
-"""The CUDA step path (training.cuda): the plain fp32 step on the CPU, mixed precision,
-channels_last, pinned batches and cuDNN autotuning on CUDA (those tests skip without a GPU)."""
+"""The step path (training.cuda): a channels_last fp32 step on the CPU; mixed precision, pinned
+batches and cuDNN autotuning on CUDA (those tests skip without a GPU)."""
 
 import numpy as np
 import pytest
@@ -17,23 +17,25 @@ from unetkit.training.process import reproducible
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-def _batch(ignore: bool = False) -> Batch:
+def _batch(ignore: bool = False, channels: int = 1) -> Batch:
     rng = np.random.default_rng(0)
-    return Batch(rng.random((2, 1, 44, 44), dtype=np.float32),
+    return Batch(rng.random((2, channels, 44, 44), dtype=np.float32),
                  rng.integers(0, 2, (2, 4, 4)).astype(np.int64),
                  np.ones((2, 4, 4), np.float32), np.zeros((2, 4, 4), bool) if ignore else None)
 
 
-def test_cpu_path_is_the_plain_fp32_step():
+def test_cpu_path_is_the_fp32_channels_last_step():
     path = StepPath(torch.device("cpu"))
     assert path.dtype is None and path.scaler is None and amp_dtype(torch.device("cpu")) is None
-    model = UNet(base_channels=2, depth=2)
+    model = UNet(in_channels=2, base_channels=2, depth=2)
     assert path.prepare(model) is model
-    assert next(model.parameters()).is_contiguous()  # not channels_last on the CPU
-    staged = path.stage(_batch(ignore=True))
+    w = next(p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1)
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    staged = path.stage(_batch(ignore=True, channels=2))
     assert not staged[0].is_pinned() and staged[3].dtype == torch.bool
     x, target, weights, ignore = path.to_device(staged)
-    assert x.is_contiguous() and path.to_device(path.stage(_batch()))[3] is None
+    assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    assert path.to_device(path.stage(_batch()))[3] is None
     assert (target.dtype, weights.dtype, ignore.dtype) == (torch.int64, torch.float32, torch.bool)
     with path.autocast():
         logits = model(x)

@@ -22,8 +22,9 @@ of steps, and with a schedule the learning rates, depend on the machine's speed.
 
 Several processes (``torchrun --nproc_per_node=N -m unetkit train ...``): data-parallel training,
 one global batch of ``N x train.batch_size`` tiles per step at ``train.lr``; rank 0 writes the run
-folder (``training.distributed``).  On CUDA: mixed precision, channels_last, pinned batches from
-several data threads (``training.cuda``, ``data.workers``).
+folder (``training.distributed``).  The model and its input are channels_last (oneDNN's and
+cuDNN's fast layout); on CUDA also mixed precision and pinned batches from several data threads
+(``training.cuda``, ``data.workers``).
 
 Learning-rate schedule: a linear warm-up over ``warmup_iterations`` steps, then ``constant``,
 ``cosine`` (to 0) or ``poly`` (power 0.9) over the run's progress, the larger of the
