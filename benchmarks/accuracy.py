@@ -176,25 +176,27 @@ def _unetkit(*args: str) -> float:
     return time.perf_counter() - t0
 
 
-def run_unetkit(train: Path, test: Path, work: Path, budget: list[str], extra: list[str]):
+def run_unetkit(train: Path, test: Path, work: Path, budget: list[str], extra: list[str],
+                kinds: tuple[str, ...] = ("labels", "instances")):
     run = work / "unetkit_run"
     seconds = _unetkit("train", "--images", str(train / "images"), "--labels",
                        str(train / "labels"), "--out", str(run), *budget, "--seed", "0", *extra)
     model = run / "model.safetensors"
     t0 = time.perf_counter()
-    for kind in ("labels", "instances"):
+    for kind in kinds:
         _unetkit("predict", "--model", str(model), "--input", str(test / "images"), "--out",
                  str(work / f"unetkit_{kind}"), "--output", kind)
     predict_s = time.perf_counter() - t0
     fg, inst = [], []
     for f in sorted((test / "images").glob("*.tif")):
         fg.append(tifffile.imread(work / "unetkit_labels" / f.name) > 0)
-        inst.append(tifffile.imread(work / "unetkit_instances" / f.name))
+        if "instances" in kinds:
+            inst.append(tifffile.imread(work / "unetkit_instances" / f.name))
     info = {}
     fingerprint = run / "fingerprint.json"
     if fingerprint.is_file():
         info = json.loads(fingerprint.read_text())
-    return fg, inst, seconds, predict_s, info
+    return fg, inst or None, seconds, predict_s, info
 
 
 # ---- the MONAI peer (issue 10's recipe, exactly) ------------------------------------------------
@@ -288,6 +290,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="extra unetkit train override (section.key=value), for experiments")
     ap.add_argument("--no-peer", action="store_true", help="unetkit only (for experiments)")
+    ap.add_argument("--labels-only", action="store_true", help="unetkit: predict labels only, "
+                    "not instances too (experiments: half the prediction time)")
     ap.add_argument("--iterations", type=int, help="unetkit: a step budget instead of --minutes "
                     "(experiments on a shared machine; implies --no-peer)")
     args = ap.parse_args(argv)
@@ -309,7 +313,8 @@ def main(argv: list[str] | None = None) -> None:
             truths = [lab for _, _, lab in load_folder(test)]
             budget = (["--iterations", str(args.iterations)] if args.iterations
                       else ["--minutes", str(args.minutes)])
-            fg, inst, u_train, u_pred, info = run_unetkit(train, test, work, budget, extra)
+            kinds = ("labels",) if args.labels_only else ("labels", "instances")
+            fg, inst, u_train, u_pred, info = run_unetkit(train, test, work, budget, extra, kinds)
             u = score(fg, truths, inst, OBJECTS[name])
             if args.no_peer or args.iterations:
                 print(f"{name}: unetkit {json.dumps(_short(u))} ({u_train:.0f} s)", flush=True)
