@@ -140,6 +140,41 @@ def test_growth_is_chosen_when_the_network_shrinks_the_objects():
     assert fitted.grow == 0  # a network that fits the outlines gets no growth
 
 
+def test_growth_and_cores_need_min_gain_over_the_simpler_choice():
+    """min_gain: growth and a split at cores are chosen only where they score at least that much
+    above the best candidate without them (a tiny gain on a small validation set is noise)."""
+    from scipy import ndimage as ndi
+
+    truth = _disks(centres=((14, 14), (14, 30), (44, 44)), r=8)
+    core = np.zeros_like(truth)
+    for k in (1, 2, 3):
+        core[ndi.binary_erosion(truth == k, iterations=2)] = k
+    prob = np.where(core > 0, 0.9, 0.1)  # 2 px too small: growth gains a lot
+    _, plain = choose_postprocess([prob], [truth > 0], [truth], grow_sizes=(0,))
+    pp, s = choose_postprocess([prob], [truth > 0], [truth], grow_sizes=(0, 1, 2, 3))
+    gain = s["score"] - plain["score"]
+    assert pp.grow == 2 and gain > 0.05
+    kept, _ = choose_postprocess([prob], [truth > 0], [truth], grow_sizes=(0, 1, 2, 3),
+                                 min_gain=gain - 1e-3)
+    assert kept.grow == 2
+    simple, s2 = choose_postprocess([prob], [truth > 0], [truth], grow_sizes=(0, 1, 2, 3),
+                                    min_gain=gain + 1e-3)
+    assert simple.grow == 0 and s2 == plain
+    # cores: two touching disks that only cores part
+    tt = _disks(centres=((20, 20), (20, 36)), r=8)
+    tp = np.where(tt > 0, 0.7, 0.05)
+    for k in (1, 2):
+        tp[ndi.binary_erosion(tt == k, iterations=4)] = 0.95
+    split, s3 = choose_postprocess([tp], [tt > 0], [tt], thresholds=(0.3, 0.5), seeds=(0.9,))
+    merged, s4 = choose_postprocess([tp], [tt > 0], [tt], thresholds=(0.3, 0.5))
+    assert split.seed == 0.9 and merged.seed == 0.0 and s3["score"] > s4["score"]
+    gain = s3["score"] - s4["score"]
+    assert choose_postprocess([tp], [tt > 0], [tt], thresholds=(0.3, 0.5), seeds=(0.9,),
+                              min_gain=gain - 1e-3)[0].seed == 0.9
+    assert choose_postprocess([tp], [tt > 0], [tt], thresholds=(0.3, 0.5), seeds=(0.9,),
+                              min_gain=gain + 1e-3)[0].seed == 0.0
+
+
 def test_growth_is_stored_and_applied_by_clean_mask():
     truth = _disks(centres=((20, 20),), r=5)
     pp = Postprocess.from_dict({"threshold": 0.5, "min_size": 0, "fill_holes": 0, "grow": 2})

@@ -387,6 +387,7 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
                        fixed: dict[str, Any] | None = None,
                        interiors: Sequence[np.ndarray] | None = None,
                        seeds: Sequence[float] = (0.0,), core_size: int = 0,
+                       min_gain: float = 0.0,
                        ) -> tuple[Postprocess, dict[str, float]]:
     """The :class:`Postprocess` that scores best on validation images, and its scores.
 
@@ -406,6 +407,9 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
             threshold up to the best plain one, at its hole filling.
         core_size: the cores' smallest size (:class:`Postprocess`; ``fixed`` wins), not
             searched.
+        min_gain: how much a split at cores must score above the best plain mask, and a growth
+            above the best candidate without growth, to be chosen: a validation set of a few
+            dozen objects does not tell gains below its noise apart (0: any gain).
 
     Ties go to the earlier candidate (lower threshold, smaller min_size, no hole filling, no
     growth).
@@ -428,7 +432,7 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
 
     mask_cache: dict = {}
 
-    def consider(candidates) -> None:
+    def consider(candidates, gain: float = 0.0) -> None:
         nonlocal best
         for thr, holes, seed in candidates:
             if interiors is None and 0 < seed <= thr:
@@ -442,7 +446,9 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
                     keep[0] = False
                     masks.append(keep[lab])
                 scores = _score(masks, truths, objects)
-                if best is None or scores[0] > best[0] + 1e-12:
+                # a split at cores must beat the plain masks by ``gain``; then they compete
+                need = gain if best is not None and best[1].seed == 0 else 0.0
+                if best is None or scores[0] > best[0] + max(need, 1e-12):
                     best = (scores[0], Postprocess(float(thr), int(min_size), int(holes),
                                                    seed=float(seed), core_size=core_size),
                             scores)
@@ -451,8 +457,8 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
     assert best is not None  # internal: at least one candidate
     if cores:  # a lower mask threshold than the plain best, touching objects split at cores
         plain = best[1]
-        consider((t, plain.fill_holes, s) for s in cores for t in thresholds
-                 if t <= plain.threshold)
+        consider(((t, plain.fill_holes, s) for s in cores for t in thresholds
+                  if t <= plain.threshold), min_gain)
     grows = [g for g in grow_sizes if g > 0]
     if grows:
         base = best[1]
@@ -467,7 +473,8 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
                 cand = replace(base, threshold=float(thr), grow=int(grow))
                 scores = _score([grow_labels(lab, grow) > 0 for lab in ungrown[thr]], truths,
                                 objects)
-                if best is None or scores[0] > best[0] + 1e-12:
+                if best is None or scores[0] > best[0] + max(min_gain if best[1].grow == 0
+                                                             else 0.0, 1e-12):
                     best = (scores[0], cand, scores)
     assert best is not None  # internal
     score, pp, (_, iou, f1) = best
