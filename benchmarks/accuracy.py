@@ -1,10 +1,11 @@
 """unetkit's defaults against a plain MONAI U-Net on real data, with the same CPU seconds, in one run.
 
 For each dataset: write its train / test folders (from ../shared/data, into a temporary folder),
-run ``unetkit train --minutes M --seed 0`` (the default preset and everything it derives from the
-data), then ``unetkit predict --output labels`` and ``--output instances``.  The MONAI peer then
-trains for exactly as many wall-clock seconds as the whole ``unetkit train`` command took
-(target computation, validation and writing included), with the recipe of issue 10:
+run ``unetkit train --minutes M --seed S`` (``--seed``, 0 by default; the default preset and
+everything it derives from the data), then ``unetkit predict --output labels`` and
+``--output instances``.  The MONAI peer then trains for exactly as many wall-clock seconds as
+the whole ``unetkit train`` command took (target computation, validation and writing
+included), with the recipe of issue 10:
 
     BasicUNet(spatial_dims=2, features=(16, 16, 32, 64, 128, 16)), DiceCELoss(to_onehot_y=True,
     softmax=True), Adam lr 1e-3, batches of four random 256^2 crops with random rot90 and flips,
@@ -177,10 +178,11 @@ def _unetkit(*args: str) -> float:
 
 
 def run_unetkit(train: Path, test: Path, work: Path, budget: list[str], extra: list[str],
-                kinds: tuple[str, ...] = ("labels", "instances")):
+                kinds: tuple[str, ...] = ("labels", "instances"), seed: int = 0):
     run = work / "unetkit_run"
     seconds = _unetkit("train", "--images", str(train / "images"), "--labels",
-                       str(train / "labels"), "--out", str(run), *budget, "--seed", "0", *extra)
+                       str(train / "labels"), "--out", str(run), *budget, "--seed", str(seed),
+                       *extra)
     model = run / "model.safetensors"
     t0 = time.perf_counter()
     for kind in kinds:
@@ -290,6 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="extra unetkit train override (section.key=value), for experiments")
     ap.add_argument("--no-peer", action="store_true", help="unetkit only (for experiments)")
+    ap.add_argument("--seed", type=int, default=0, help="both tools' seed (default 0)")
     ap.add_argument("--labels-only", action="store_true", help="unetkit: predict labels only, "
                     "not instances too (experiments: half the prediction time)")
     ap.add_argument("--iterations", type=int, help="unetkit: a step budget instead of --minutes "
@@ -314,14 +317,15 @@ def main(argv: list[str] | None = None) -> None:
             budget = (["--iterations", str(args.iterations)] if args.iterations
                       else ["--minutes", str(args.minutes)])
             kinds = ("labels",) if args.labels_only else ("labels", "instances")
-            fg, inst, u_train, u_pred, info = run_unetkit(train, test, work, budget, extra, kinds)
+            fg, inst, u_train, u_pred, info = run_unetkit(train, test, work, budget, extra, kinds,
+                                                          args.seed)
             u = score(fg, truths, inst, OBJECTS[name])
             if args.no_peer or args.iterations:
                 print(f"{name}: unetkit {json.dumps(_short(u))} ({u_train:.0f} s)", flush=True)
                 results[name] = {"unetkit": {**u, "train_s": u_train, "predict_s": u_pred}}
                 continue
             m_fg, m_train, m_pred, m_steps = run_monai(load_folder(train), load_folder(test),
-                                                       u_train)
+                                                       u_train, args.seed)
             m = score(m_fg, truths, None, OBJECTS[name])
             results[name] = {"unetkit": {**u, "train_s": u_train, "predict_s": u_pred,
                                          "choices": info.get("choices")},
