@@ -432,6 +432,10 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
 
     mask_cache: dict = {}
 
+    def beats(score: float, gain: float) -> bool:
+        """Better than the best so far by more than ``gain`` (ties keep the earlier one)."""
+        return best is None or score > best[0] + max(gain, 1e-12)
+
     def consider(candidates, gain: float = 0.0) -> None:
         nonlocal best
         for thr, holes, seed in candidates:
@@ -447,8 +451,7 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
                     masks.append(keep[lab])
                 scores = _score(masks, truths, objects)
                 # a split at cores must beat the plain masks by ``gain``; then they compete
-                need = gain if best is not None and best[1].seed == 0 else 0.0
-                if best is None or scores[0] > best[0] + max(need, 1e-12):
+                if beats(scores[0], gain if best is not None and best[1].seed == 0 else 0.0):
                     best = (scores[0], Postprocess(float(thr), int(min_size), int(holes),
                                                    seed=float(seed), core_size=core_size),
                             scores)
@@ -473,8 +476,8 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
                 cand = replace(base, threshold=float(thr), grow=int(grow))
                 scores = _score([grow_labels(lab, grow) > 0 for lab in ungrown[thr]], truths,
                                 objects)
-                if best is None or scores[0] > best[0] + max(min_gain if best[1].grow == 0
-                                                             else 0.0, 1e-12):
+                # growth must beat the best without it by ``min_gain``; then they compete
+                if beats(scores[0], min_gain if best is not None and best[1].grow == 0 else 0.0):
                     best = (scores[0], cand, scores)
     assert best is not None  # internal
     score, pp, (_, iou, f1) = best

@@ -1,7 +1,8 @@
 """The fast path of a training step: channels_last everywhere, mixed precision on CUDA.
 
 On the CPU and on CUDA: a ``channels_last`` model and input, the fast convolution layout of both
-oneDNN and cuDNN (a training step 1.14-1.2x faster on a 2-core CPU, ``benchmarks/README.md``).
+oneDNN and cuDNN (on a 2-core CPU a bare step of the default network on a 256 px tile 1.21-1.24x
+faster, unetkit's whole loop 1.11x; ``benchmarks/README.md``).
 
 On CUDA (and only there):
 
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from ..data.dataset import Batch
+from ..inference.engine import to_channels_last
 
 __all__ = ["StepPath", "cuda_settings", "amp_dtype"]
 
@@ -69,7 +71,7 @@ class StepPath:
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """The model in the device's fast layout (in place; returns it)."""
-        return model.to(memory_format=torch.channels_last)
+        return to_channels_last(model)
 
     def stage(self, batch: Batch) -> tuple[torch.Tensor, ...]:
         """Host tensors of a batch (pinned on CUDA); runs in the data threads."""
