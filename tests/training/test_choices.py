@@ -159,7 +159,9 @@ def test_foreground_sampling_centres_tiles_on_objects():
 
 def test_min_size_candidates_stay_below_the_small_objects():
     """New images may hold smaller objects than the validation images: the smallest-object
-    candidates stay under a quarter of the 5th percentile of the training objects' areas."""
+    size stays under a quarter of the 5th percentile of the training objects' areas; for
+    countable objects it is that cap, for a network (one large component) it is searched
+    from 0."""
     from unetkit.training.selection import Validator
 
     labels = np.zeros((400, 400), np.uint16)
@@ -170,8 +172,9 @@ def test_min_size_candidates_stay_below_the_small_objects():
     fp = measure([image], [labels])
     assert fp.small_object_area < fp.object_area / 5
     v = Validator(preset("default"), [], [], fp, "cpu")
-    assert max(v.min_sizes) <= 0.25 * fp.small_object_area
-    assert max(v.quick_sizes) <= 0.25 * fp.small_object_area and 0 in v.min_sizes
+    # countable objects: specks under the cap go whatever the validation says (no search from 0)
+    cap = int(0.25 * fp.small_object_area)
+    assert v.objects_metric and v.min_sizes == v.quick_sizes == [cap] and cap > 0
     # cores (split_cores) smaller than a tenth of the median object, within the same cap
     assert 0 < v.core_size == min(int(0.1 * fp.object_area), int(0.25 * fp.small_object_area))
 
@@ -194,7 +197,11 @@ def test_a_vessel_like_mask_is_scored_by_iou_and_blobs_by_objects():
     fp_tree, fp_blobs = measure([image], [tree]), measure([image], [blobs])
     assert fp_tree.objects_per_image == 5 and fp_tree.largest_object_share > 0.9
     assert fp_blobs.largest_object_share == pytest.approx(0.2)
-    assert Validator(preset("default"), [], [], fp_tree, "cpu").metric == "foreground IoU"
+    v_tree = Validator(preset("default"), [], [], fp_tree, "cpu")
+    assert v_tree.metric == "foreground IoU"
+    # a network's fragments are not specks to drop: its smallest size is searched from 0
+    assert v_tree.min_sizes[0] == 0 and len(v_tree.min_sizes) > 1
+    assert max(v_tree.min_sizes) <= 0.25 * fp_tree.small_object_area
     assert Validator(preset("default"), [], [], fp_blobs, "cpu").objects_metric
 
 
