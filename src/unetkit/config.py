@@ -427,7 +427,9 @@ def preset(name: str) -> Config:
                 # 0.833 / 0.870 against 0.846 / 0.845, demo 0.907 / 0.945 against 0.913 / 0.935
                 contrast=0.5, gamma=0.4, brightness=0.1, noise=0.03,
             ),
-            # threshold, smallest object, hole filling and growth chosen on validation data,
+            # threshold, smallest object (for countable objects fixed at a quarter of the
+            # training objects' 5th-percentile area: training.selection), hole filling and
+            # growth chosen on validation data,
             # and for two-class objects the cores they are split at (postprocess.seed above the
             # threshold; selection.CORES).  On the same models (accuracy.py, 2 min, fifth
             # session; test IoU / F1@0.5 with cores against without): demo 0.937 / 0.947
