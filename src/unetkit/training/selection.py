@@ -148,9 +148,6 @@ class Validator:
         # images.  Measured: MSC sequence 02 -> 01 (cells half the size) lost 73 of 98 cells
         # to a min_size of 0.35 x the median area (5203 px) chosen on sequence-02 validation.
         area, cap = fp.object_area, 0.25 * fp.small_object_area
-        self.min_sizes = sorted({0, *(min(int(f * area), int(cap))
-                                      for f in (0.02, 0.05, 0.1, 0.2))})
-        self.quick_sizes = sorted({0, min(int(0.05 * area), int(cap)), int(cap)})
         if self.objects_metric and cap >= 1:
             # Countable objects: predicted objects under the cap are specks, removed whatever
             # the validation says.  A validation image without specks scores every candidate
@@ -162,7 +159,11 @@ class Validator:
             # never lower; the demo data and MSC 01 -> 02 / 02 -> 01 (two, two and one runs)
             # within 0.001.  A network (ISBI's membranes, vessels) keeps the search: its
             # fragments are not objects to count (benchmarks/README.md, fourteenth session)
-            self.min_sizes = self.quick_sizes = [int(cap)]
+            self.min_sizes, self.quick_sizes = [int(cap)], [int(cap)]
+        else:
+            self.min_sizes = sorted({0, *(min(int(f * area), int(cap))
+                                          for f in (0.02, 0.05, 0.1, 0.2))})
+            self.quick_sizes = sorted({0, min(int(0.05 * area), int(cap)), int(cap)})
         self.holes = sorted({0, int(2 * cap)}) if area else [0]
         # cores (split_cores) smaller than this seed nothing (config.py: the measurement)
         self.core_size = min(int(0.1 * area), int(cap))
