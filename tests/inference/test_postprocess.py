@@ -58,6 +58,30 @@ def test_choose_postprocess_finds_the_threshold_of_a_biased_network():
     assert pp.threshold == 0.4 and scores["iou"] > 0.95
 
 
+def test_a_threshold_must_beat_the_preferred_one_by_the_least_gain():
+    # p = 0.42 on the true outline: 0.4 scores above the argmax's 0.5
+    truth = _disks(r=8)
+    yy, xx = np.mgrid[:64, :64]
+    dist = np.min([np.hypot(yy - 16, xx - 16), np.hypot(yy - 40, xx - 44)], axis=0)
+    prob = np.clip(1.22 - dist / 10, 0, 1)
+
+    def iou(thr):
+        m = clean_mask(prob, Postprocess(threshold=thr))
+        return (m & (truth > 0)).sum() / (m | (truth > 0)).sum()
+
+    gain = iou(0.4) - iou(0.5)
+    assert gain > 0
+    ths = (0.3, 0.4, 0.5, 0.6)
+    plain, _ = choose_postprocess([prob], [truth > 0], None, thresholds=ths, min_gain=2 * gain)
+    assert plain.threshold == 0.4  # without a preference the best threshold wins
+    kept, scores = choose_postprocess([prob], [truth > 0], None, thresholds=ths,
+                                      min_gain=2 * gain, prefer=0.5)
+    assert kept.threshold == 0.5 and scores["iou"] == pytest.approx(iou(0.5))
+    moved, _ = choose_postprocess([prob], [truth > 0], None, thresholds=ths,
+                                  min_gain=gain / 2, prefer=0.5)
+    assert moved.threshold == 0.4
+
+
 def test_fixed_values_are_kept():
     truth = _disks()
     pp, _ = choose_postprocess([truth * 0.9], [truth > 0], None,

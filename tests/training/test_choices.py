@@ -210,3 +210,21 @@ def test_presets_store_whether_predict_averages_flips():
 
     assert preset("default").postprocess.tta is True
     assert preset("paper").postprocess.tta is False
+
+
+def test_the_final_search_keeps_the_argmax_threshold_when_others_only_tie():
+    """Thresholds that score alike on validation keep the softmax's own 0.5 (ties used to go
+    to the lowest threshold tried, which fattens every object on new images)."""
+    from unetkit.training.selection import Validator
+
+    labels = np.zeros((96, 96), np.uint16)
+    for k, (y, x) in enumerate(((10, 10), (10, 60), (60, 10), (60, 60)), start=1):
+        labels[y:y + 20, x:x + 20] = k
+    image = np.zeros((1, 96, 96), np.uint16)
+    fp = measure([image], [labels])
+    v = Validator(preset("default"), [], [], fp, "cpu")
+    v.truths, v.objects = [labels > 0], [labels]
+    prob = np.where(labels > 0, 0.9, 0.1)  # every threshold 0.2-0.8 gives the same mask
+    v.probabilities = lambda model, tta=False: ([prob], None)
+    _, pp = v.final(None)
+    assert pp.threshold == 0.5 and pp.grow == 0

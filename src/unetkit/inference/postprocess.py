@@ -387,7 +387,7 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
                        fixed: dict[str, Any] | None = None,
                        interiors: Sequence[np.ndarray] | None = None,
                        seeds: Sequence[float] = (0.0,), core_size: int = 0,
-                       min_gain: float = 0.0,
+                       min_gain: float = 0.0, prefer: float | None = None,
                        ) -> tuple[Postprocess, dict[str, float]]:
     """The :class:`Postprocess` that scores best on validation images, and its scores.
 
@@ -410,9 +410,12 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
         min_gain: how much a split at cores must score above the best plain mask, and a growth
             above the best candidate without growth, to be chosen: a validation set of a few
             dozen objects does not tell gains below its noise apart (0: any gain).
+        prefer: the threshold the training loss itself decides at (0.5: a two-class softmax's
+            argmax), tried first; another threshold of the plain masks must beat it by
+            ``min_gain`` (None: every threshold alike).
 
-    Ties go to the earlier candidate (lower threshold, smaller min_size, no hole filling, no
-    growth).
+    Ties go to the earlier candidate (``prefer`` first, then the lower threshold, smaller
+    min_size, no hole filling, no growth).
     """
     fixed = fixed or {}
     core_size = int(fixed.get("core_size", core_size))
@@ -436,7 +439,7 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
         """Better than the best so far by more than ``gain`` (ties keep the earlier one)."""
         return best is None or score > best[0] + max(gain, 1e-12)
 
-    def consider(candidates, gain: float = 0.0) -> None:
+    def consider(candidates, gain: float = 0.0, threshold_gain: float = 0.0) -> None:
         nonlocal best
         for thr, holes, seed in candidates:
             if interiors is None and 0 < seed <= thr:
@@ -450,18 +453,26 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
                     keep[0] = False
                     masks.append(keep[lab])
                 scores = _score(masks, truths, objects)
-                # a split at cores must beat the plain masks by ``gain``; then they compete
-                if beats(scores[0], gain if best is not None and best[1].seed == 0 else 0.0):
+                # a split at cores must beat the plain masks by ``gain``, a threshold other
+                # than the preferred one the preferred by ``threshold_gain``; then they compete
+                need = gain if best is not None and best[1].seed == 0 else 0.0
+                if best is not None and best[1].threshold == prefer and thr != prefer:
+                    need = max(need, threshold_gain)
+                if beats(scores[0], need):
                     best = (scores[0], Postprocess(float(thr), int(min_size), int(holes),
                                                    seed=float(seed), core_size=core_size),
                             scores)
 
-    consider((t, h, s) for t in thresholds for h in hole_sizes for s in seed_list)
+    if prefer is not None and prefer in thresholds:  # the loss's own threshold first
+        thresholds = [prefer] + [t for t in thresholds if t != prefer]
+    consider(((t, h, s) for t in thresholds for h in hole_sizes for s in seed_list),
+             threshold_gain=min_gain if prefer is not None else 0.0)
     assert best is not None  # internal: at least one candidate
     if cores:  # a lower mask threshold than the plain best, touching objects split at cores
         plain = best[1]
         consider(((t, plain.fill_holes, s) for s in cores for t in thresholds
-                  if t <= plain.threshold), min_gain)
+                  if t <= plain.threshold), min_gain,
+                 threshold_gain=min_gain if prefer is not None else 0.0)
     grows = [g for g in grow_sizes if g > 0]
     if grows:
         base = best[1]
