@@ -439,7 +439,7 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
         """Better than the best so far by more than ``gain`` (ties keep the earlier one)."""
         return best is None or score > best[0] + max(gain, 1e-12)
 
-    def consider(candidates, gain: float = 0.0, threshold_gain: float = 0.0) -> None:
+    def consider(candidates, gain: float = 0.0) -> None:
         nonlocal best
         for thr, holes, seed in candidates:
             if interiors is None and 0 < seed <= thr:
@@ -454,10 +454,10 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
                     masks.append(keep[lab])
                 scores = _score(masks, truths, objects)
                 # a split at cores must beat the plain masks by ``gain``, a threshold other
-                # than the preferred one the preferred by ``threshold_gain``; then they compete
+                # than the preferred one the preferred by ``min_gain``; then they compete
                 need = gain if best is not None and best[1].seed == 0 else 0.0
                 if best is not None and best[1].threshold == prefer and thr != prefer:
-                    need = max(need, threshold_gain)
+                    need = max(need, min_gain)
                 if beats(scores[0], need):
                     best = (scores[0], Postprocess(float(thr), int(min_size), int(holes),
                                                    seed=float(seed), core_size=core_size),
@@ -465,14 +465,12 @@ def choose_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]
 
     if prefer is not None and prefer in thresholds:  # the loss's own threshold first
         thresholds = [prefer] + [t for t in thresholds if t != prefer]
-    consider(((t, h, s) for t in thresholds for h in hole_sizes for s in seed_list),
-             threshold_gain=min_gain if prefer is not None else 0.0)
+    consider((t, h, s) for t in thresholds for h in hole_sizes for s in seed_list)
     assert best is not None  # internal: at least one candidate
     if cores:  # a lower mask threshold than the plain best, touching objects split at cores
         plain = best[1]
         consider(((t, plain.fill_holes, s) for s in cores for t in thresholds
-                  if t <= plain.threshold), min_gain,
-                 threshold_gain=min_gain if prefer is not None else 0.0)
+                  if t <= plain.threshold), min_gain)
     grows = [g for g in grow_sizes if g > 0]
     if grows:
         base = best[1]
