@@ -228,3 +228,46 @@ def test_the_final_search_keeps_the_argmax_threshold_when_others_only_tie():
     v.probabilities = lambda model, tta=False: ([prob], None)
     _, pp = v.final(None)
     assert pp.threshold == 0.5 and pp.grow == 0
+
+
+def _touching_objects(n=12):
+    """Instance labels of squares in pairs that touch along one side, and a blank image."""
+    labels = np.zeros((256, 256), np.uint16)
+    k = 0
+    for r in range(n // 2):
+        y, x = 8 + (r // 3) * 60, 8 + (r % 3) * 80
+        for dx in (0, 20):
+            k += 1
+            labels[y:y + 20, x + dx:x + dx + 20] = k
+    return np.zeros((1, 256, 256), np.uint16), labels
+
+
+def test_touching_auto_takes_a_contact_class_only_with_touching_objects_and_a_long_budget():
+    image, labels = _touching_objects()
+    fp = measure([image], [labels], "instances")
+    assert fp.contact_fraction > 0.005
+    cfg = preset("default")
+    assert cfg.data.touching == "auto"
+    # the default's 10 minutes (a time budget alone: --minutes) learn the contacts
+    timed = apply_overrides(cfg, ["train.minutes=10", "train.iterations=1000000000"])
+    c, choices = derive(timed, fp)
+    assert c.data.touching == "class" and c.model.num_classes == 3
+    assert choices["data.touching"]["value"] == "class"
+    assert "touch" in choices["data.touching"]["reason"]
+    # too short a budget, in minutes or in steps: the paper's separation borders
+    for short in (["train.minutes=2", "train.iterations=1000000000"],
+                  ["train.minutes=null", "train.iterations=1000"]):
+        c, choices = derive(apply_overrides(cfg, short), fp)
+        assert c.data.touching == "border" and c.model.num_classes == 2
+        assert "too" in choices["data.touching"]["reason"]
+    # objects that do not touch, and binary masks, keep the borders whatever the budget
+    lone = np.zeros_like(labels)
+    lone[10:30, 10:30], lone[100:120, 100:120] = 1, 2
+    for fp_other in (measure([image], [lone], "instances"),
+                     measure([image], [(labels > 0).astype(np.uint8)], "binary")):
+        c, _ = derive(timed, fp_other)
+        assert c.data.touching == "border" and c.model.num_classes == 2
+    # set by the user, or the paper preset: kept as given
+    c, choices = derive(apply_overrides(timed, ["data.touching=border"]), fp)
+    assert c.data.touching == "border" and "data.touching" not in choices
+    assert derive(preset("paper"), fp)[0].data.touching == "border"

@@ -23,6 +23,12 @@ __all__ = ["derive"]
 #: on 3.0 %; the CTC MSC cells on 0.04 %, where the one run with a contact class (trained on
 #: ~0 pixels; the post-processing code changed during that run) gave test IoU 0.227
 MIN_CONTACT = 0.005
+#: the least budget for a contact class under ``data.touching=auto``: after ~700-1300 steps (2
+#: minutes on 2 cores) the contacts were learned weakly and touching nuclei merged or split
+#: (DSB half -> half F1@0.5 0.44-0.77 against 0.86-0.92 with borders), after ~3600 (10
+#: minutes) the contact class won on both DSB and the demo data (config.py, default preset)
+CONTACT_STEPS = 2000
+CONTACT_MINUTES = 5.0
 
 #: the paper's elastic deformation: 10 px on a 3x3 grid over a 572 px tile
 _PAPER_SIGMA, _PAPER_TILE = 10.0, 572
@@ -54,20 +60,6 @@ def derive(cfg: Config, fp: Fingerprint) -> tuple[Config, dict[str, dict[str, An
                                         f"the images have {fp.channels} channel(s)"))
     else:
         note("model.in_channels", m.in_channels, "the images' channel count")
-    if d.touching == "class" and fp.label_kind == "instances":
-        if fp.contact_fraction >= MIN_CONTACT and m.num_classes == 2:
-            m = replace(m, num_classes=note(
-                "model.num_classes", 3,
-                f"data.touching=class: where objects touch ({fp.contact_fraction:.1%} of the "
-                f"foreground) is a class of its own, so background, object, contact"))
-            # three classes would let data.label_kind=auto read small ids as classes later
-            # (a resumed run): the kind is written down with them
-            d = replace(d, label_kind="instances")
-        elif m.num_classes == 2:
-            note("model.num_classes", 2, f"data.touching=class, but contacts are "
-                 f"{fp.contact_fraction:.2%} of the foreground (below {MIN_CONTACT:.1%}: too "
-                 f"rare a class to learn, and separation borders there cost little): "
-                 f"background and object")
     if d.normalization == "auto":
         spread = fp.normalization_spread
         if spread and spread["per_image"] < 0.8 * spread["percentile"]:
@@ -121,4 +113,44 @@ def derive(cfg: Config, fp: Fingerprint) -> tuple[Config, dict[str, dict[str, An
         t = replace(t, iterations=note(
             "train.iterations", steps,
             f"200 passes over the training pixels ({epoch:.0f} steps each), within 1000-20000"))
+    if d.touching == "auto":
+        d = replace(d, touching=note("data.touching", *_touching(fp, m.num_classes, t)))
+    if d.touching == "class" and fp.label_kind == "instances":
+        if fp.contact_fraction >= MIN_CONTACT and m.num_classes == 2:
+            m = replace(m, num_classes=note(
+                "model.num_classes", 3,
+                f"data.touching=class: where objects touch ({fp.contact_fraction:.1%} of the "
+                f"foreground) is a class of its own, so background, object, contact"))
+            # three classes would let data.label_kind=auto read small ids as classes later
+            # (a resumed run): the kind is written down with them
+            d = replace(d, label_kind="instances")
+        elif m.num_classes == 2:
+            note("model.num_classes", 2, f"data.touching=class, but contacts are "
+                 f"{fp.contact_fraction:.2%} of the foreground (below {MIN_CONTACT:.1%}: too "
+                 f"rare a class to learn, and separation borders there cost little): "
+                 f"background and object")
     return replace(cfg, model=m, data=d, augment=a, train=t), choices
+
+
+def _touching(fp: Fingerprint, num_classes: int, t: Any) -> tuple[str, str]:
+    """``data.touching=auto``: "class" (a contact class) or "border" (the paper's separation
+    borders), and why."""
+    if fp.label_kind != "instances" or num_classes != 2:
+        return "border", ("no instance labels of two classes: no contacts to learn"
+                          if fp.label_kind != "instances" else
+                          f"{num_classes} classes given: the contacts would be one more")
+    if fp.contact_fraction < MIN_CONTACT:
+        return "border", (f"objects touch on {fp.contact_fraction:.2%} of the foreground (below "
+                          f"{MIN_CONTACT:.1%}): separation borders there cost little")
+    if t.iterations is not None and t.iterations < CONTACT_STEPS:
+        return "border", (f"objects touch on {fp.contact_fraction:.1%} of the foreground, but "
+                          f"{t.iterations} steps are too few to learn a contact class (needs "
+                          f"{CONTACT_STEPS}): separation borders")
+    if t.minutes is not None and t.minutes < CONTACT_MINUTES:
+        return "border", (f"objects touch on {fp.contact_fraction:.1%} of the foreground, but "
+                          f"{t.minutes:g} minutes are too short to learn a contact class (needs "
+                          f"{CONTACT_MINUTES:g}): separation borders")
+    return "class", (f"objects touch on {fp.contact_fraction:.1%} of the foreground and the "
+                     f"budget is long enough to learn where: a contact class, so the mask "
+                     f"keeps the pixels between touching objects")
+
