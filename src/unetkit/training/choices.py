@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from ..config import Config
+from ..config import Config, TrainConfig
 from ..data.fingerprint import Fingerprint
 from ..model import geometry
 
@@ -132,7 +132,7 @@ def derive(cfg: Config, fp: Fingerprint) -> tuple[Config, dict[str, dict[str, An
     return replace(cfg, model=m, data=d, augment=a, train=t), choices
 
 
-def _touching(fp: Fingerprint, num_classes: int, t: Any) -> tuple[str, str]:
+def _touching(fp: Fingerprint, num_classes: int, t: TrainConfig) -> tuple[str, str]:
     """``data.touching=auto``: "class" (a contact class) or "border" (the paper's separation
     borders), and why."""
     if fp.label_kind != "instances" or num_classes != 2:
@@ -153,4 +153,3 @@ def _touching(fp: Fingerprint, num_classes: int, t: Any) -> tuple[str, str]:
     return "class", (f"objects touch on {fp.contact_fraction:.1%} of the foreground and the "
                      f"budget is long enough to learn where: a contact class, so the mask "
                      f"keeps the pixels between touching objects")
-
