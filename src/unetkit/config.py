@@ -202,13 +202,19 @@ class AugmentConfig:
     contrast: float = 0.2  # scale about the tile mean by U(1 - c, 1 + c)
     gamma: float = 0.2  # gamma log-uniform in [1/(1+g), 1+g] on the tile's min-max range
     noise: float = 0.0  # Gaussian noise, std = noise x the tile's intensity range; off
+    # uneven brightness (not in the paper; 0: off): a smooth gain field over the tile, gains
+    # log-uniform in [1/(1+i), 1+i] at the nodes of a 3x3 grid, interpolated bicubically and
+    # applied about the tile's dark level (the 1st percentile of the tile smoothed over 5x5 px,
+    # per channel), so one part of a tile (one cell, one lamellipodium, one vessel) can be
+    # dimmer than the rest
+    illumination: float = 0.0
 
     def __post_init__(self) -> None:
         _require(
             self.elastic_grid >= 2, f"augment.elastic_grid must be >= 2, got {self.elastic_grid}"
         )
         for name in ("elastic_sigma", "rotation", "shift", "brightness", "gamma", "noise",
-                     "scale"):
+                     "scale", "illumination"):
             value = getattr(self, name)
             if value is None and name == "elastic_sigma":
                 continue
@@ -223,7 +229,7 @@ class AugmentConfig:
         """Every augmentation switched off (the warp is then an exact mirrored crop)."""
         return cls(
             elastic_sigma=0.0, rotation=0.0, shift=0.0, flip=False, rot90=False,
-            brightness=0.0, contrast=0.0, gamma=0.0, noise=0.0, scale=0.0,
+            brightness=0.0, contrast=0.0, gamma=0.0, noise=0.0, scale=0.0, illumination=0.0,
         )
 
 

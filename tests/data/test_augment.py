@@ -11,6 +11,7 @@ from unetkit.data.augment import (
     adjust_gray_values,
     augment_tile,
     displacement_field,
+    gain_field,
     random_top_left,
     sample_params,
     sampling_grid,
@@ -163,6 +164,36 @@ def test_gray_values_keep_shape_and_dtype():
     params = dataclasses.replace(params, noise=0.0)
     ranked = adjust_gray_values(tile, params)
     assert np.array_equal(np.argsort(ranked[0].ravel()), np.argsort(tile[0].ravel()))
+
+
+def test_uneven_brightness_scales_each_part_about_the_dark_level():
+    """A noisy background keeps its level; bright squares in two corners are scaled by the
+    gain field's values there, so one can end up dimmer than the other."""
+    rng = np.random.default_rng(0)
+    tile = 0.2 + 0.05 * rng.standard_normal((1, 64, 64))
+    tile[0, :12, :12] += 1.0  # top-left object
+    tile[0, -12:, -12:] += 1.0  # bottom-right object
+    cfg = dataclasses.replace(OFF, illumination=1.0)
+    params = sample_params(cfg, np.random.default_rng(3))
+    assert params.illumination.shape == (3, 3)
+    gains = np.exp(params.illumination)
+    assert gains.min() >= 0.5 - 1e-12 and gains.max() <= 2.0 + 1e-12
+    out = adjust_gray_values(tile, params)
+    field = gain_field(params.illumination, (64, 64))
+    np.testing.assert_allclose(field[[0, -1], [0, -1]], gains[[0, -1], [0, -1]], rtol=1e-9)
+    background = np.ones((64, 64), bool)
+    background[:16, :16] = background[-16:, -16:] = False
+    assert abs(np.median(out[0][background]) - 0.2) < 0.02  # the dark level stays
+    top, bottom = out[0, :4, :4].mean() - 0.2, out[0, -4:, -4:].mean() - 0.2
+    ratio = (field[:4, :4].mean() / field[-4:, -4:].mean())
+    assert abs(top / bottom - ratio) < 0.1 * ratio
+    # off: no field drawn into the params, the tile unchanged; the other draws of a seed stay
+    off = sample_params(OFF, np.random.default_rng(3))
+    assert off.illumination is None
+    np.testing.assert_array_equal(adjust_gray_values(tile, off), tile)
+    assert off.noise_seed == params.noise_seed and off.scale == params.scale
+    with pytest.raises(ValueError, match="illumination"):
+        AugmentConfig(illumination=-0.5)
 
 
 def test_bad_inputs_name_the_value():

@@ -18,7 +18,8 @@ output-size target and weights ``(So, So)`` (``So = S - 184`` for the paper's ne
    output pixel ``(i, j)`` corresponds exactly to input pixel ``(i + m, j + m)``.
    Context outside the image is mirrored half-sample symmetrically (numpy ``symmetric``: the
    edge pixel repeats), as everywhere in unetkit; images smaller than the tile work.
-4. :func:`adjust_gray_values` applies gamma, contrast, brightness and optional noise.
+4. :func:`adjust_gray_values` applies an optional smooth gain field (uneven brightness),
+   gamma, contrast, brightness and optional noise.
 
 The warp runs in float64 so that with everything off it is an exact crop of the mirror-padded
 image. Coordinates are ``(y, x)`` in pixels, pixel centres at integers.
@@ -32,11 +33,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 import torch.nn.functional as F
 
 from ..config import AugmentConfig
 
 logger = logging.getLogger(__name__)
+
+#: nodes per side of the uneven-brightness grid (AugmentConfig.illumination)
+_GAIN_GRID = 3
 
 __all__ = [
     "AugmentConfig",
@@ -45,6 +50,7 @@ __all__ = [
     "adjust_gray_values",
     "augment_tile",
     "displacement_field",
+    "gain_field",
     "random_top_left",
     "sample_params",
     "sampling_grid",
@@ -67,6 +73,8 @@ class AugmentParams:
     noise: float  # noise std in units of the tile's intensity range
     noise_seed: int  # seeds the noise field, so the params fully determine the sample
     scale: float = 1.0  # source px per tile px (> 1: objects appear smaller)
+    # (3, 3) log-gains of the uneven-brightness field at its grid nodes; None: off
+    illumination: np.ndarray | None = None
 
     def matrix(self) -> np.ndarray:
         """2x2 map from tile offsets (dy, dx) to source offsets: zoom * rotation @ flip."""
@@ -108,11 +116,14 @@ def sample_params(cfg: AugmentConfig, rng: np.random.Generator) -> AugmentParams
     noise_seed = int(rng.integers(2**63))
     # drawn last, so seeds drawn before the zoom existed give the same other values
     log_scale = rng.uniform(-1.0, 1.0) * math.log1p(cfg.scale)
+    # drawn after the zoom for the same reason
+    log_gains = rng.uniform(-1.0, 1.0, (_GAIN_GRID, _GAIN_GRID)) * math.log1p(cfg.illumination)
     return AugmentParams(
         angle=float(angle), flip=flip and cfg.flip, k90=k90 if cfg.rot90 else 0,
         shift=(float(shift[0]), float(shift[1])), elastic=elastic, gamma=math.exp(log_gamma),
         contrast=float(contrast), brightness=float(brightness), noise=float(cfg.noise),
         noise_seed=noise_seed, scale=math.exp(log_scale),
+        illumination=log_gains if cfg.illumination > 0 else None,
     )
 
 
@@ -164,14 +175,33 @@ def warp(array: np.ndarray, coords: np.ndarray, mode: str) -> np.ndarray:
     return out[0].numpy()
 
 
-def adjust_gray_values(tile: np.ndarray, params: AugmentParams) -> np.ndarray:
-    """Gamma, contrast, brightness, noise on a float tile ``(C, h, w)`` -> same shape/dtype.
+def gain_field(log_gains: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Coarse log-gains ``(g, g)`` -> smooth per-pixel gains ``(h, w)`` (bicubic, corner nodes
+    on the corner pixels, as the elastic field)."""
+    log_gains = np.asarray(log_gains, dtype=np.float64)
+    field = F.interpolate(torch.from_numpy(log_gains)[None, None], size=tuple(shape),
+                          mode="bicubic", align_corners=True)
+    return np.exp(field[0, 0].numpy())
 
-    Per channel, with lo/hi the tile's min/max and r = hi - lo: gamma on the min-max range
+
+def adjust_gray_values(tile: np.ndarray, params: AugmentParams) -> np.ndarray:
+    """Uneven brightness, gamma, contrast, brightness, noise on a float tile ``(C, h, w)`` ->
+    same shape/dtype.
+
+    First, where ``params.illumination`` is set, ``d + G (x - d)`` with ``d`` each channel's
+    dark level (the 1st percentile of the tile smoothed over 5x5 px, so near the mean of a
+    noisy background) and ``G`` the smooth :func:`gain_field`.  Then
+    per channel, with lo/hi the tile's min/max and r = hi - lo: gamma on the min-max range
     ``lo + r ((x - lo) / r) ** gamma``; contrast about the mean ``m + c (x - m)``; brightness
     ``x + b r``; noise ``N(0, (noise r)^2)``. Range-relative, so any normalisation works.
     """
     x = tile.astype(np.float64)
+    if params.illumination is not None:
+        # the dark level of the smoothed tile: about the background's mean where the background
+        # is noisy (the raw 1st percentile lies far below it, and the gain would amplify it)
+        smooth = ndimage.uniform_filter(x, size=(1, 5, 5), mode="reflect")
+        dark = np.percentile(smooth, 1.0, axis=(1, 2), keepdims=True)
+        x = dark + gain_field(params.illumination, x.shape[1:]) * (x - dark)
     lo = x.min(axis=(1, 2), keepdims=True)
     span = x.max(axis=(1, 2), keepdims=True) - lo
     span = np.where(span > 0, span, 1.0)
