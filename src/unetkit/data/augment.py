@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 import torch.nn.functional as F
+from scipy import ndimage
 
 from ..config import AugmentConfig
 
@@ -127,6 +127,15 @@ def sample_params(cfg: AugmentConfig, rng: np.random.Generator) -> AugmentParams
     )
 
 
+def _upsample(coarse: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Coarse grids ``(k, g, g)`` -> ``(k, h, w)`` by bicubic interpolation
+    (``align_corners=True``: the corner nodes sit on the corner pixels)."""
+    field = F.interpolate(
+        torch.from_numpy(coarse)[None], size=tuple(shape), mode="bicubic", align_corners=True
+    )
+    return field[0].numpy()
+
+
 def displacement_field(coarse: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Coarse displacements ``(2, g, g)`` -> per-pixel field ``(2, h, w)`` by bicubic
     interpolation (``align_corners=True``: the corner nodes sit on the corner pixels)."""
@@ -135,10 +144,7 @@ def displacement_field(coarse: np.ndarray, shape: tuple[int, int]) -> np.ndarray
         raise ValueError(f"coarse displacements must be (2, g, g), got shape {coarse.shape}")
     if not np.any(coarse):
         return np.zeros((2, *shape))
-    field = F.interpolate(
-        torch.from_numpy(coarse)[None], size=tuple(shape), mode="bicubic", align_corners=True
-    )
-    return field[0].numpy()
+    return _upsample(coarse, shape)
 
 
 def sampling_grid(
@@ -178,10 +184,7 @@ def warp(array: np.ndarray, coords: np.ndarray, mode: str) -> np.ndarray:
 def gain_field(log_gains: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Coarse log-gains ``(g, g)`` -> smooth per-pixel gains ``(h, w)`` (bicubic, corner nodes
     on the corner pixels, as the elastic field)."""
-    log_gains = np.asarray(log_gains, dtype=np.float64)
-    field = F.interpolate(torch.from_numpy(log_gains)[None, None], size=tuple(shape),
-                          mode="bicubic", align_corners=True)
-    return np.exp(field[0, 0].numpy())
+    return np.exp(_upsample(np.asarray(log_gains, dtype=np.float64)[None], shape)[0])
 
 
 def adjust_gray_values(tile: np.ndarray, params: AugmentParams) -> np.ndarray:
