@@ -208,13 +208,19 @@ class AugmentConfig:
     # per channel), so one part of a tile (one cell, one lamellipodium, one vessel) can be
     # dimmer than the rest
     illumination: float = 0.0
+    # colour shifts (not in the paper; 0: off; images of one channel unchanged): each channel
+    # of a multi-channel tile gets its own gamma, contrast and brightness, drawn around the
+    # shared values above: gamma x log-uniform [1/(1+c), 1+c], contrast x U(1 - c, 1 + c),
+    # brightness + U(-c/4, c/4) x the tile's intensity range; as stains and cameras differ
+    # between labs (nnU-Net jitters its channels independently, too)
+    colour: float = 0.0
 
     def __post_init__(self) -> None:
         _require(
             self.elastic_grid >= 2, f"augment.elastic_grid must be >= 2, got {self.elastic_grid}"
         )
         for name in ("elastic_sigma", "rotation", "shift", "brightness", "gamma", "noise",
-                     "scale", "illumination"):
+                     "scale", "illumination", "colour"):
             value = getattr(self, name)
             if value is None and name == "elastic_sigma":
                 continue
@@ -223,6 +229,7 @@ class AugmentConfig:
             )
         _require(self.rotation <= 180, f"augment.rotation must be <= 180, got {self.rotation}")
         _require(0 <= self.contrast < 1, f"augment.contrast must be in [0, 1), got {self.contrast}")
+        _require(self.colour < 1, f"augment.colour must be in [0, 1), got {self.colour}")
 
     @classmethod
     def off(cls) -> AugmentConfig:
@@ -230,6 +237,7 @@ class AugmentConfig:
         return cls(
             elastic_sigma=0.0, rotation=0.0, shift=0.0, flip=False, rot90=False,
             brightness=0.0, contrast=0.0, gamma=0.0, noise=0.0, scale=0.0, illumination=0.0,
+            colour=0.0,
         )
 
 

@@ -196,6 +196,33 @@ def test_uneven_brightness_scales_each_part_about_the_dark_level():
         AugmentConfig(illumination=-0.5)
 
 
+def test_colour_shifts_each_channel_of_a_multichannel_tile_on_its_own():
+    """Three equal channels come out different, each still an increasing map of its input; a
+    tile of one channel is left as the shared values make it; the other draws stay."""
+    ramp = np.linspace(0.0, 1.0, 32 * 32).reshape(32, 32)
+    tile = np.stack([ramp] * 3)
+    cfg = dataclasses.replace(OFF, colour=0.5)
+    params = sample_params(cfg, np.random.default_rng(4))
+    plain = sample_params(OFF, np.random.default_rng(4))
+    assert params.colour == 0.5 and plain.colour == 0.0
+    assert params.noise_seed == plain.noise_seed and params.angle == plain.angle
+    out = adjust_gray_values(tile, params)
+    np.testing.assert_array_equal(out, adjust_gray_values(tile, params))  # the params fix it
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert np.abs(out[a] - out[b]).max() > 0.02
+    flat = out.reshape(3, -1)
+    assert np.all(np.diff(flat, axis=1) > 0)  # gamma, contrast > 0 and shift keep the order
+    # every channel's spread within the contrast and gamma bounds of c = 0.5
+    spread = np.ptp(flat, axis=1)
+    assert np.all(spread > 0.5 - 1e-9) and np.all(spread < 1.5 + 1e-9)
+    np.testing.assert_array_equal(adjust_gray_values(tile, plain), tile)
+    one = tile[:1]
+    np.testing.assert_array_equal(adjust_gray_values(one, params), one)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="colour"):
+            AugmentConfig(colour=bad)
+
+
 def test_bad_inputs_name_the_value():
     image, target, weights = source()
     rng = np.random.default_rng(0)

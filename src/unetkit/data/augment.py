@@ -19,7 +19,8 @@ output-size target and weights ``(So, So)`` (``So = S - 184`` for the paper's ne
    Context outside the image is mirrored half-sample symmetrically (numpy ``symmetric``: the
    edge pixel repeats), as everywhere in unetkit; images smaller than the tile work.
 4. :func:`adjust_gray_values` applies an optional smooth gain field (uneven brightness),
-   gamma, contrast, brightness and optional noise.
+   gamma, contrast, brightness (optionally each channel its own: a colour shift) and
+   optional noise.
 
 The warp runs in float64 so that with everything off it is an exact crop of the mirror-padded
 image. Coordinates are ``(y, x)`` in pixels, pixel centres at integers.
@@ -75,6 +76,9 @@ class AugmentParams:
     scale: float = 1.0  # source px per tile px (> 1: objects appear smaller)
     # (3, 3) log-gains of the uneven-brightness field at its grid nodes; None: off
     illumination: np.ndarray | None = None
+    # spread of the per-channel gamma, contrast and brightness (AugmentConfig.colour); their
+    # values are drawn from ``noise_seed`` where the tile has several channels
+    colour: float = 0.0
 
     def matrix(self) -> np.ndarray:
         """2x2 map from tile offsets (dy, dx) to source offsets: zoom * rotation @ flip."""
@@ -123,7 +127,7 @@ def sample_params(cfg: AugmentConfig, rng: np.random.Generator) -> AugmentParams
         shift=(float(shift[0]), float(shift[1])), elastic=elastic, gamma=math.exp(log_gamma),
         contrast=float(contrast), brightness=float(brightness), noise=float(cfg.noise),
         noise_seed=noise_seed, scale=math.exp(log_scale),
-        illumination=log_gains if cfg.illumination > 0 else None,
+        illumination=log_gains if cfg.illumination > 0 else None, colour=float(cfg.colour),
     )
 
 
@@ -197,6 +201,8 @@ def adjust_gray_values(tile: np.ndarray, params: AugmentParams) -> np.ndarray:
     per channel, with lo/hi the tile's min/max and r = hi - lo: gamma on the min-max range
     ``lo + r ((x - lo) / r) ** gamma``; contrast about the mean ``m + c (x - m)``; brightness
     ``x + b r``; noise ``N(0, (noise r)^2)``. Range-relative, so any normalisation works.
+    Where ``params.colour`` is set and the tile has several channels, each channel's gamma,
+    contrast and brightness deviate from the shared ones by its own draw (a colour shift).
     """
     x = tile.astype(np.float64)
     if params.illumination is not None:
@@ -208,15 +214,34 @@ def adjust_gray_values(tile: np.ndarray, params: AugmentParams) -> np.ndarray:
     lo = x.min(axis=(1, 2), keepdims=True)
     span = x.max(axis=(1, 2), keepdims=True) - lo
     span = np.where(span > 0, span, 1.0)
-    if params.gamma != 1.0:
-        x = lo + span * np.clip((x - lo) / span, 0.0, 1.0) ** params.gamma
-    if params.contrast != 1.0:
+    gamma, contrast, brightness = _channel_values(params, x.shape[0])
+    if np.any(gamma != 1.0):
+        x = lo + span * np.clip((x - lo) / span, 0.0, 1.0) ** gamma
+    if np.any(contrast != 1.0):
         mean = x.mean(axis=(1, 2), keepdims=True)
-        x = mean + params.contrast * (x - mean)
-    x = x + params.brightness * span
+        x = mean + contrast * (x - mean)
+    x = x + brightness * span
     if params.noise > 0:
         x = x + np.random.default_rng(params.noise_seed).normal(size=x.shape) * params.noise * span
     return x.astype(tile.dtype)
+
+
+def _channel_values(params: AugmentParams, channels: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gamma, contrast and brightness per channel ``(C, 1, 1)``: the shared values, each
+    channel shifted by its own draw where ``params.colour`` is set and there are several."""
+    shape = (channels, 1, 1)
+    gamma = np.full(shape, params.gamma)
+    contrast = np.full(shape, params.contrast)
+    brightness = np.full(shape, params.brightness)
+    if params.colour > 0 and channels > 1:
+        # a stream of its own from the noise seed: the params still fix the sample, and tiles
+        # of one channel draw nothing more
+        u = np.random.default_rng([params.noise_seed, 1]).uniform(-1.0, 1.0, (3, *shape))
+        gamma = gamma * np.exp(u[0] * math.log1p(params.colour))
+        contrast = contrast * (1.0 + u[1] * params.colour)
+        brightness = brightness + u[2] * params.colour / 4
+    return gamma, contrast, brightness
 
 
 def random_top_left(
