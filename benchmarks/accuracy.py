@@ -111,23 +111,17 @@ def make_set(name: str, root: Path) -> tuple[Path, Path] | None:
             dest = train if seq == first else test if seq == second else None
             if dest is not None:
                 _write(dest, f.stem, _read(f), _read(src / "labels" / f.name))
-    elif name == "dsb":
+    elif name in ("dsb", "dsb-he"):
         src = SHARED / "dsb2018-one"
         if not (src / "images" / "dsb.tif").is_file():
             return None
         image, labels = _read(src / "images" / "dsb.tif"), _read(src / "labels" / "dsb.tif")
         half = image.shape[1] // 2
-        _write(train, "left", image[:, :half], labels[:, :half])
-        right = labels[:, half:]
-        _write(test, "right", image[:, half:], right)
-    elif name == "dsb-he":
-        src = SHARED / "dsb2018-one"
-        if not (src / "images" / "dsb.tif").is_file():
-            return None
-        image, labels = _read(src / "images" / "dsb.tif"), _read(src / "labels" / "dsb.tif")
-        half = image.shape[1] // 2
-        _write(train, "left", stained(image[:, :half], STAINS_TRAIN, 0), labels[:, :half])
-        _write(test, "right", stained(image[:, half:], STAINS_TEST, 1), labels[:, half:])
+        left, right = image[:, :half], image[:, half:]
+        if name == "dsb-he":  # H&E-like RGB, the test half stained differently
+            left, right = stained(left, STAINS_TRAIN, 0), stained(right, STAINS_TEST, 1)
+        _write(train, "left", left, labels[:, :half])
+        _write(test, "right", right, labels[:, half:])
     elif name == "demo":
         from unetkit.data import synthetic
 
